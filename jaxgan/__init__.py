@@ -1,0 +1,1 @@
+"""jaxgan: generative adversarial networks in pure JAX."""

@@ -1,0 +1,1 @@
+"""Flax generator, discriminator and critic networks, one file per GAN family."""
