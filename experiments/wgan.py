@@ -22,6 +22,7 @@ from absl import flags, logging
 
 from jaxgan import cli, losses, parallel, regularizers, steps, trainer, viz
 from jaxgan.data import toy
+from jaxgan.errors import ConfigError
 from jaxgan.metrics import modes
 from jaxgan.models.mlp import ToyCritic, ToyGenerator
 from jaxgan.state import create_gan_state
@@ -37,13 +38,20 @@ flags.DEFINE_float("lr", 1e-4, "Learning rate of both networks.", lower_bound=0.
 flags.DEFINE_float("b1", 0.5, "Adam beta1.")
 flags.DEFINE_float("b2", 0.9, "Adam beta2.")
 flags.DEFINE_enum("lr_schedule", "constant", ["constant", "linear_decay"],
-                  "constant, or linear decay to 0 over the run (both networks).")
+                  "constant, or constant then linear decay to 0 (both networks).")
+flags.DEFINE_float("decay_start", 0.0, "With linear_decay: fraction of the run after which the decay starts.",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer("latent_dim", 2, "Size of z.", lower_bound=1)
 flags.DEFINE_enum("latent_dist", "normal", list(steps.LATENT_DISTRIBUTIONS), "Distribution of z.")
-flags.DEFINE_integer("width", 512, "Hidden units per layer of both MLPs.", lower_bound=1)
-flags.DEFINE_integer("depth", 3, "Hidden layers of both MLPs.", lower_bound=1)
+flags.DEFINE_integer("width", 512, "Hidden units per layer of the critic (and of G unless --g_width).",
+                     lower_bound=1)
+flags.DEFINE_integer("depth", 3, "Hidden layers of the critic (and of G unless --g_depth).", lower_bound=1)
+flags.DEFINE_integer("g_width", 0, "Hidden units per generator layer (0: --width).", lower_bound=0)
+flags.DEFINE_integer("g_depth", 0, "Generator hidden layers (0: --depth).", lower_bound=0)
 flags.DEFINE_float("ema_decay", 0.0, "Generator EMA decay (0: off); samples and metrics use the EMA.",
                    lower_bound=0.0, upper_bound=0.999999)
+flags.DEFINE_integer("pack", 1, "PacGAN packing degree: the critic judges this many samples jointly.",
+                     lower_bound=1)
 flags.DEFINE_integer("eval_samples", modes.NUM_EVAL_SAMPLES, "Samples for the mode metrics.", lower_bound=1)
 
 FLAGS = flags.FLAGS
@@ -53,7 +61,8 @@ NAME = "wgan_toy"
 def make_optimizer(updates_per_run: int) -> optax.GradientTransformation:
   lr = FLAGS.lr
   if FLAGS.lr_schedule == "linear_decay":
-    lr = optax.linear_schedule(FLAGS.lr, 0.0, max(updates_per_run, 1))
+    start = int(FLAGS.decay_start * updates_per_run)
+    lr = optax.linear_schedule(FLAGS.lr, 0.0, max(updates_per_run - start, 1), transition_begin=start)
   if FLAGS.optimizer == "rmsprop":
     return optax.rmsprop(lr)
   return optax.adam(lr, b1=FLAGS.b1, b2=FLAGS.b2)
@@ -69,17 +78,22 @@ def main(argv):
   mixture = toy.get_mixture(FLAGS.dataset)
   config = steps.StepConfig(loss=FLAGS.loss, n_critic=FLAGS.n_critic, latent_dim=FLAGS.latent_dim,
                             latent_dist=FLAGS.latent_dist, gp_weight=FLAGS.gp_weight,
-                            ema_decay=FLAGS.ema_decay, skip_nonfinite=FLAGS.skip_nonfinite)
+                            ema_decay=FLAGS.ema_decay, skip_nonfinite=FLAGS.skip_nonfinite,
+                            pack=FLAGS.pack)
   mesh = parallel.make_data_mesh(FLAGS.num_devices)
   parallel.check_batch_divisible(FLAGS.batch_size, mesh)
+  if FLAGS.batch_size % FLAGS.pack:
+    raise ConfigError(f"--batch_size={FLAGS.batch_size} is not divisible by --pack={FLAGS.pack}")
 
   g_tx = make_optimizer(FLAGS.num_steps)
   d_tx = make_optimizer(FLAGS.num_steps * FLAGS.n_critic)
   if FLAGS.clip_value:
     d_tx = optax.chain(d_tx, regularizers.clip_weights(FLAGS.clip_value))
-  state = create_gan_state(seed=FLAGS.seed, generator=ToyGenerator(hidden=FLAGS.width, depth=FLAGS.depth),
+  state = create_gan_state(seed=FLAGS.seed, generator=ToyGenerator(hidden=FLAGS.g_width or FLAGS.width,
+                                                                 depth=FLAGS.g_depth or FLAGS.depth),
                            discriminator=ToyCritic(hidden=FLAGS.width, depth=FLAGS.depth), g_tx=g_tx, d_tx=d_tx,
-                           latent_dim=FLAGS.latent_dim, data_shape=(2,), use_ema=FLAGS.ema_decay > 0)
+                           latent_dim=FLAGS.latent_dim, data_shape=(2,), use_ema=FLAGS.ema_decay > 0,
+                           pack=FLAGS.pack)
   train_step = steps.make_train_step(config, state_sharding=parallel.replicated(mesh),
                                      batch_sharding=parallel.batch_sharded(mesh, batch_axis=1))
   data = toy.MixtureIterator(mixture, FLAGS.batch_size, FLAGS.seed, n_critic=FLAGS.n_critic)

@@ -64,10 +64,11 @@ def init_net(module, tx: optax.GradientTransformation, key: jax.Array, *example_
 
 def create_gan_state(*, seed: int, generator, discriminator, g_tx: optax.GradientTransformation,
                      d_tx: optax.GradientTransformation, latent_dim: int, data_shape: tuple[int, ...],
-                     num_classes: int = 0, use_ema: bool = False) -> GANState:
+                     num_classes: int = 0, use_ema: bool = False, pack: int = 1) -> GANState:
   """Builds the initial `GANState` from one integer seed.
 
-  The seed gives the base key; network initialisation uses keys folded from it
+  ``pack`` > 1 initialises the discriminator for PacGAN-packed inputs
+  (see `jaxgan.steps.pack_samples`). The seed gives the base key; network initialisation uses keys folded from it
   under fixed tags, so training keys ``fold_in(key, step)`` never reuse them.
   """
   key = jax.random.PRNGKey(seed)
@@ -75,7 +76,7 @@ def create_gan_state(*, seed: int, generator, discriminator, g_tx: optax.Gradien
   g_key, d_key = jax.random.split(init_key)
   labels = jnp.zeros((1,), jnp.int32) if num_classes else None
   z = jnp.zeros((1, latent_dim), jnp.float32)
-  x = jnp.zeros((1,) + tuple(data_shape), jnp.float32)
+  x = jnp.zeros((1,) + tuple(data_shape[:-1]) + (pack * data_shape[-1],), jnp.float32)
   gen = init_net(generator, g_tx, g_key, z, labels)
   disc = init_net(discriminator, d_tx, d_key, x, labels)
   ema = jax.tree.map(jnp.copy, gen.params) if use_ema else None

@@ -56,6 +56,9 @@ class StepConfig:
       uniformly with their own key.
     skip_nonfinite: drop (rather than apply) an update whose loss or gradients
       are NaN/Inf.
+    pack: PacGAN packing degree m (Lin et al., 2018): the discriminator judges
+      m samples at once, concatenated along the last axis (features of flat
+      data, channels of images); the gradient penalty then acts per pack.
   """
 
   loss: str = "non_saturating"
@@ -69,6 +72,7 @@ class StepConfig:
   ema_decay: float = 0.0
   num_classes: int = 0
   skip_nonfinite: bool = False
+  pack: int = 1
 
   def __post_init__(self):
     losses_lib.get_loss(self.loss)
@@ -86,6 +90,28 @@ class StepConfig:
       raise ConfigError("gp_weight and r1_weight must be >= 0")
     if not 0.0 < self.real_label <= 1.0:
       raise ConfigError(f"real_label must be in (0, 1], got {self.real_label}")
+    if self.pack < 1:
+      raise ConfigError(f"pack must be >= 1, got {self.pack}")
+    if self.pack > 1 and self.num_classes:
+      raise ConfigError("packing (pack > 1) is not defined for class-conditional models: use pack=1")
+
+
+def pack_samples(x: Array, pack: int) -> Array:
+  """PacGAN packing: (B, ..., C) -> (B / pack, ..., pack * C).
+
+  Consecutive samples form a pack; their last axes are concatenated, so an
+  image discriminator sees pack * C channels and an MLP pack * D features.
+  """
+  if pack == 1:
+    return x
+  b = x.shape[0]
+  grouped = x.reshape((b // pack, pack) + x.shape[1:])
+  return jnp.moveaxis(grouped, 1, -2).reshape((b // pack,) + x.shape[1:-1] + (pack * x.shape[-1],))
+
+
+def packed_shape(data_shape: tuple[int, ...], pack: int) -> tuple[int, ...]:
+  """The per-example shape the discriminator sees under packing."""
+  return tuple(data_shape[:-1]) + (pack * data_shape[-1],)
 
 
 def sample_latent(key: Array, batch_size: int, config: StepConfig) -> Array:
@@ -147,15 +173,26 @@ def d_step(state: GANState, batch: Batch, key: Array, config: StepConfig) -> tup
   batch_size = real.shape[0]
   z_key, g_drop_key, d_drop_key, fake_drop_key, penalty_key = jax.random.split(key, 5)
 
+  if batch_size % config.pack:
+    raise ConfigError(f"batch size {batch_size} is not divisible by pack {config.pack}")
   z = sample_latent(z_key, batch_size, config)
   fake, _ = apply_net(state.gen, state.gen.params, z, labels, train=True, key=g_drop_key)
-  fake = jax.lax.stop_gradient(fake)
+  fake = pack_samples(jax.lax.stop_gradient(fake), config.pack)
+  real = pack_samples(real, config.pack)
   disc = state.disc
 
   def loss_fn(params):
-    real_out, stats = apply_net(disc, params, real, labels, train=True, key=d_drop_key)
-    fake_out, stats = apply_net(disc.replace(batch_stats=stats), params, fake, labels, train=True,
-                                key=fake_drop_key)
+    if disc.batch_stats:
+      # BatchNorm: real and fake batches are normalised separately, as in the reference loops.
+      real_out, stats = apply_net(disc, params, real, labels, train=True, key=d_drop_key)
+      fake_out, stats = apply_net(disc.replace(batch_stats=stats), params, fake, labels, train=True,
+                                  key=fake_drop_key)
+    else:
+      # Per-sample networks: one pass over [real; fake] (same maths, half the kernel launches).
+      both_labels = None if labels is None else jnp.concatenate([labels, labels])
+      both, stats = apply_net(disc, params, jnp.concatenate([real, fake]), both_labels, train=True,
+                              key=d_drop_key)
+      real_out, fake_out = both[:real.shape[0]], both[real.shape[0]:]
     adv = loss_pair.discriminator(real_out, fake_out, config.real_label)
     loss = adv
     aux = {"d_adv_loss": adv, "d_real_out": jnp.mean(real_out), "d_fake_out": jnp.mean(fake_out)}
@@ -204,6 +241,7 @@ def g_step(state: GANState, batch: Batch, key: Array, config: StepConfig) -> tup
 
   def loss_fn(params):
     fake, stats = apply_net(gen, params, z, labels, train=True, key=g_drop_key)
+    fake = pack_samples(fake, config.pack)
     # D runs in training mode as in the reference loops; its statistics updates are dropped.
     fake_out, _ = apply_net(disc, disc.params, fake, labels, train=True, key=d_drop_key)
     loss = loss_pair.generator(fake_out)
