@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from absl import flags, logging
 
-from jaxgan import cli, losses, parallel, regularizers, steps, trainer, viz
+from jaxgan import cli, losses, multiseed, parallel, regularizers, steps, trainer, viz
 from jaxgan.data import toy
 from jaxgan.errors import ConfigError
 from jaxgan.metrics import modes
@@ -53,6 +53,8 @@ flags.DEFINE_float("ema_decay", 0.0, "Generator EMA decay (0: off); samples and 
 flags.DEFINE_integer("pack", 1, "PacGAN packing degree: the critic judges this many samples jointly.",
                      lower_bound=1)
 flags.DEFINE_integer("eval_samples", modes.NUM_EVAL_SAMPLES, "Samples for the mode metrics.", lower_bound=1)
+flags.DEFINE_integer("num_seeds", 1, "Independent runs with seeds --seed .. --seed+K-1, trained together in one "
+                     "vmapped compiled step (jaxgan.multiseed); run k equals a --seed=seed+k run.", lower_bound=1)
 
 FLAGS = flags.FLAGS
 NAME = "wgan_toy"
@@ -89,20 +91,35 @@ def main(argv):
   d_tx = make_optimizer(FLAGS.num_steps * FLAGS.n_critic)
   if FLAGS.clip_value:
     d_tx = optax.chain(d_tx, regularizers.clip_weights(FLAGS.clip_value))
-  state = create_gan_state(seed=FLAGS.seed, generator=ToyGenerator(hidden=FLAGS.g_width or FLAGS.width,
-                                                                 depth=FLAGS.g_depth or FLAGS.depth),
-                           discriminator=ToyCritic(hidden=FLAGS.width, depth=FLAGS.depth), g_tx=g_tx, d_tx=d_tx,
-                           latent_dim=FLAGS.latent_dim, data_shape=(2,), use_ema=FLAGS.ema_decay > 0,
-                           pack=FLAGS.pack)
-  train_step = steps.make_train_step(config, state_sharding=parallel.replicated(mesh),
-                                     batch_sharding=parallel.batch_sharded(mesh, batch_axis=1))
-  data = toy.MixtureIterator(mixture, FLAGS.batch_size, FLAGS.seed, n_critic=FLAGS.n_critic)
+  seeds = [FLAGS.seed + k for k in range(FLAGS.num_seeds)]
+  state_kwargs = dict(generator=ToyGenerator(hidden=FLAGS.g_width or FLAGS.width,
+                                            depth=FLAGS.g_depth or FLAGS.depth),
+                      discriminator=ToyCritic(hidden=FLAGS.width, depth=FLAGS.depth), g_tx=g_tx, d_tx=d_tx,
+                      latent_dim=FLAGS.latent_dim, data_shape=(2,), use_ema=FLAGS.ema_decay > 0, pack=FLAGS.pack)
+  iterators = [toy.MixtureIterator(mixture, FLAGS.batch_size, s, n_critic=FLAGS.n_critic) for s in seeds]
+  if FLAGS.num_seeds == 1:  # the single-seed path, unchanged
+    state, data, batch_axis = create_gan_state(seed=FLAGS.seed, **state_kwargs), iterators[0], 1
+    train_step = steps.make_train_step(config, state_sharding=parallel.replicated(mesh),
+                                       batch_sharding=parallel.batch_sharded(mesh, batch_axis=1))
+  else:  # K runs stacked on a leading axis; batches are (K, n_critic, B, 2)
+    state, data, batch_axis = multiseed.create_multiseed_state(seeds, **state_kwargs), \
+        multiseed.StackedIterator(iterators), 2
+    train_step = multiseed.make_multiseed_train_step(config, flat_metrics=True,
+                                                     state_sharding=parallel.replicated(mesh),
+                                                     batch_sharding=parallel.batch_sharded(mesh, batch_axis=2))
+
+  def runs(st):
+    """(seed, single-run state, eval key) per run; a --num_seeds run's k-th equals a --seed=seed+k run."""
+    singles = [st] if FLAGS.num_seeds == 1 else [multiseed.unstack_state(st, k) for k in range(FLAGS.num_seeds)]
+    return [(s, one, jax.random.fold_in(jax.random.PRNGKey(s), 0xE7A1)) for s, one in zip(seeds, singles)]
+
   workdir = os.path.abspath(FLAGS.workdir)
   eval_key = jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), 0xE7A1)
   real_eval = np.asarray(mixture.sample(jax.random.fold_in(eval_key, 1), FLAGS.eval_samples))
   lim = 1.3 * float(np.max(np.abs(mixture.means_array()))) + 0.5
 
   def sample_hook(st, step):
+    _, st, eval_key = runs(st)[0]  # figures show the first seed's run
     fake = sample_points(st, config, eval_key, FLAGS.eval_samples, use_ema=True)
     m = modes.mode_metrics(fake, mixture.means_array(), mixture.std)
     viz.scatter_2d(os.path.join(workdir, "samples", f"step_{step:07d}.png"), real_eval, fake,
@@ -114,26 +131,38 @@ def main(argv):
                                   keep_checkpoints=FLAGS.keep_checkpoints)
   start = time.perf_counter()
   state = trainer.fit(name=NAME, state=state, train_step=train_step, data=data, config=tconfig,
-                      run_flags=cli.resolved_flags(), mesh=mesh, sample_hook=sample_hook)
+                      run_flags=cli.resolved_flags(), mesh=mesh, batch_axis=batch_axis, sample_hook=sample_hook)
   wall = time.perf_counter() - start
 
   # ---------------------------------------------------------------- final evaluation
-  results = {"dataset": FLAGS.dataset, "step": int(state.step), "seed": FLAGS.seed,
-             "wall_time_sec_this_process": wall}
-  for label, use_ema in (("generator", False), ("ema", True)):
-    if use_ema and state.ema_params is None:
-      continue
-    fake = sample_points(state, config, eval_key, FLAGS.eval_samples, use_ema=use_ema)
-    results[label] = modes.mode_metrics(fake, mixture.means_array(), mixture.std).as_dict()
-  reported = results.get("ema", results["generator"])
-  results["reported"] = "ema" if "ema" in results else "generator"
+  per_run = []
+  for seed, st, eval_key in runs(state):
+    results = {"dataset": FLAGS.dataset, "step": int(state.step), "seed": seed,
+               "wall_time_sec_this_process": wall}
+    for label, use_ema in (("generator", False), ("ema", True)):
+      if use_ema and st.ema_params is None:
+        continue
+      fake = sample_points(st, config, eval_key, FLAGS.eval_samples, use_ema=use_ema)
+      results[label] = modes.mode_metrics(fake, mixture.means_array(), mixture.std).as_dict()
+    results["reported"] = "ema" if "ema" in results else "generator"
+    per_run.append(results)
+  results = per_run[0]
+  if FLAGS.num_seeds > 1:
+    results = {"dataset": FLAGS.dataset, "step": int(state.step), "seeds": seeds, "runs": per_run,
+               "wall_time_sec_this_process": wall, "reported": per_run[0]["reported"]}
+    for key in ("modes_captured", "high_quality_percent", "reverse_kl"):
+      values = [r[r["reported"]][key] for r in per_run]
+      results[f"{key}_mean"], results[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
   with open(os.path.join(workdir, "mode_metrics.json"), "w") as f:
     json.dump(results, f, indent=2)
   viz.loss_curves(os.path.join(workdir, trainer.METRICS_FILE), os.path.join(workdir, "loss_curves.png"),
                   keys=("d_loss", "g_loss", "wasserstein_estimate"), title=f"{NAME} {FLAGS.dataset}")
-  print(f"{FLAGS.dataset} step {results['step']}: modes {reported['modes_captured']}/{reported['num_modes']}, "
-        f"high quality {reported['high_quality_percent']:.1f}%, reverse KL {reported['reverse_kl']:.4f} "
-        f"({results['reported']} parameters; {wall:.0f} s in this process)")
+  for r in per_run:
+    m = r[r["reported"]]
+    which = f" seed {r['seed']}" if FLAGS.num_seeds > 1 else ""
+    print(f"{FLAGS.dataset}{which} step {r['step']}: modes {m['modes_captured']}/{m['num_modes']}, "
+          f"high quality {m['high_quality_percent']:.1f}%, reverse KL {m['reverse_kl']:.4f} "
+          f"({r['reported']} parameters; {wall:.0f} s in this process)")
 
 
 if __name__ == "__main__":
