@@ -122,13 +122,14 @@ def main(argv):
     _, st, eval_key = runs(st)[0]  # figures show the first seed's run
     fake = sample_points(st, config, eval_key, FLAGS.eval_samples, use_ema=True)
     m = modes.mode_metrics(fake, mixture.means_array(), mixture.std)
-    viz.scatter_2d(os.path.join(workdir, "samples", f"step_{step:07d}.png"), real_eval, fake,
-                   means=mixture.means_array(), title=f"{FLAGS.dataset} step {step}: {m}", lim=lim)
+    if jax.process_index() == 0:
+      viz.scatter_2d(os.path.join(workdir, "samples", f"step_{step:07d}.png"), real_eval, fake,
+                     means=mixture.means_array(), title=f"{FLAGS.dataset} step {step}: {m}", lim=lim)
     logging.info("step %d: %s", step, m)
 
   tconfig = trainer.TrainerConfig(workdir=workdir, num_steps=FLAGS.num_steps, log_every=FLAGS.log_every,
                                   checkpoint_every=FLAGS.checkpoint_every, sample_every=FLAGS.sample_every,
-                                  keep_checkpoints=FLAGS.keep_checkpoints)
+                                  keep_checkpoints=FLAGS.keep_checkpoints, skip_nonfinite=FLAGS.skip_nonfinite)
   start = time.perf_counter()
   state = trainer.fit(name=NAME, state=state, train_step=train_step, data=data, config=tconfig,
                       run_flags=cli.resolved_flags(), mesh=mesh, batch_axis=batch_axis, sample_hook=sample_hook)
@@ -153,10 +154,11 @@ def main(argv):
     for key in ("modes_captured", "high_quality_percent", "reverse_kl"):
       values = [r[r["reported"]][key] for r in per_run]
       results[f"{key}_mean"], results[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
-  with open(os.path.join(workdir, "mode_metrics.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  viz.loss_curves(os.path.join(workdir, trainer.METRICS_FILE), os.path.join(workdir, "loss_curves.png"),
-                  keys=("d_loss", "g_loss", "wasserstein_estimate"), title=f"{NAME} {FLAGS.dataset}")
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "mode_metrics.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    viz.loss_curves(os.path.join(workdir, trainer.METRICS_FILE), os.path.join(workdir, "loss_curves.png"),
+                    keys=("d_loss", "g_loss", "wasserstein_estimate"), title=f"{NAME} {FLAGS.dataset}")
   for r in per_run:
     m = r[r["reported"]]
     which = f" seed {r['seed']}" if FLAGS.num_seeds > 1 else ""

@@ -1,52 +1,187 @@
-"""Checkpoints with orbax `CheckpointManager`.
+"""Crash-safe checkpoints with orbax `CheckpointManager`.
 
 Each checkpoint step holds two items:
 
 * ``state``: the whole `GANState` pytree (both networks' params, batch stats and
   optimiser states, EMA params, base key, step, extra arrays);
-* ``meta``: JSON with the input pipeline position, the run's resolved flags and
-  a model signature (the experiment name plus the shapes of every parameter).
+* ``meta``: JSON with the input pipeline position (one per process in a
+  multi-process run), the run's resolved flags, a model signature (the
+  experiment name plus the shapes of every parameter) and a SHA-256 digest of
+  the state's bytes.
 
-Orbax writes each step to a temporary directory and renames it when complete,
-so a crash never leaves a half-written step that looks finished. On resume the
-newest step is restored; if it cannot be read the previous one is tried, and
-nothing is deleted. A checkpoint whose model signature differs from the
-current run's is refused with one clear error.
+Crash safety, in order of the ways a checkpoint can break:
+
+* a kill while saving: orbax writes each step into ``<step>.orbax-checkpoint-tmp``
+  and renames it when complete, so a half-written step is never listed; the
+  next run removes the temporary directory;
+* a kill while pruning: steps beyond ``max_to_keep`` are first renamed into
+  ``checkpoints/.trash`` (one atomic rename) and only then deleted, so a
+  partly deleted step is never listed either (the next save empties
+  ``.trash``);
+* a corrupt or truncated step (a bad disk, a copy that stopped early, a
+  flipped bit the storage layer did not catch): restoring checks the digest;
+  an unreadable newest step is moved to ``<workdir>/checkpoints_corrupt/`` and
+  the previous one is restored, with one warning line. The corrupt step leaves
+  the manager's view before the next save, so ``max_to_keep`` pruning counts
+  only readable steps and can never delete the last good one. If no step is
+  readable nothing is moved and the run stops with one error.
+
+A checkpoint whose model signature differs from the current run's is refused
+with one clear error and left untouched.
+
+Testing hook: ``JAXGAN_TEST_SLOW_SAVE_SECONDS=<s>`` makes every save sleep
+``s`` seconds right after orbax creates its temporary directory and again just
+before it commits, so a test can kill the process inside a write. Never set it
+for real runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging as logging_std
 import os
-from typing import Any
+import shutil
+import time
+from typing import Any, Iterator
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-
 from jaxgan.errors import CheckpointError
+
+TRASH_SUBDIR = ".trash"
+SLOW_SAVE_ENV = "JAXGAN_TEST_SLOW_SAVE_SECONDS"
 
 
 def model_signature(name: str, state: Any) -> str:
   """``name`` plus a digest of every array's path, shape and dtype in ``state``."""
   leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-  desc = ";".join(f"{jax.tree_util.keystr(p)}:{np.shape(x)}:{np.result_type(x)}" for p, x in leaves)
+  desc = ";".join(f"{jax.tree_util.keystr(p)}:{np.shape(x)}:{_dtype(x)}" for p, x in leaves)
   return f"{name}/{hashlib.sha256(desc.encode()).hexdigest()[:16]}"
 
 
-class Checkpointer:
-  """A thin policy layer over `ocp.CheckpointManager` for GAN runs."""
+def _dtype(x: Any) -> np.dtype:
+  return x.dtype if hasattr(x, "dtype") else np.result_type(x)
 
-  def __init__(self, directory: str, *, max_to_keep: int = 3):
+
+def host_value(x: Any) -> np.ndarray | None:
+  """The full value of a leaf on this host, or None for an array sharded over processes."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    if not x.is_fully_replicated:
+      return None
+    x = x.addressable_data(0)
+  return np.asarray(jax.device_get(x))
+
+
+def state_digest(state: Any) -> str | None:
+  """SHA-256 over every leaf's path, dtype, shape and bytes (None if some leaf is
+  sharded over processes, so no process sees its whole value)."""
+  h = hashlib.sha256()
+  for path, x in jax.tree_util.tree_flatten_with_path(state)[0]:
+    value = host_value(x)
+    if value is None:
+      return None
+    value = np.ascontiguousarray(value)
+    h.update(f"{jax.tree_util.keystr(path)}:{value.dtype.str}:{value.shape};".encode())
+    h.update(value.tobytes())
+  return h.hexdigest()
+
+
+def _is_primary() -> bool:
+  return jax.process_index() == 0
+
+
+def _sync(tag: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(tag)
+
+
+def _allgather_json(obj: Any) -> list[Any]:
+  """Every process's JSON-serialisable ``obj``, in process order."""
+  if jax.process_count() == 1:
+    return [obj]
+  from jax.experimental import multihost_utils
+  data = np.frombuffer(json.dumps(obj, sort_keys=True).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int32))).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:data.size] = data
+  gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+  return [json.loads(row[:n].tobytes().decode()) for row, n in zip(gathered, sizes)]
+
+
+class _HeldLibraryErrors(logging_std.Filter):
+  """Holds back orbax's ERROR records (with their tracebacks) while one operation runs."""
+
+  def __init__(self):
+    super().__init__()
+    self.held: list[logging_std.LogRecord] = []
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    if record.levelno >= logging_std.ERROR and "/orbax/" in record.pathname:
+      self.held.append(record)
+      return False
+    return True
+
+
+@contextlib.contextmanager
+def _orbax_errors_summarised() -> Iterator[None]:
+  """Within the block, orbax's own error logs are dropped if the block raises (the
+  caller turns the exception into one line) and emitted unchanged if it does not."""
+  logger = logging_std.getLogger("absl")
+  held = _HeldLibraryErrors()
+  logger.addFilter(held)
+  try:
+    yield
+  except BaseException:
+    logger.removeFilter(held)
+    raise
+  logger.removeFilter(held)
+  for record in held.held:
+    logger.handle(record)
+
+
+class _SlowTemporaryPath(ocp.path.atomicity.AtomicRenameTemporaryPath):
+  """Testing only: orbax's atomic-rename directory with sleeps inside the write."""
+
+  async def create(self, *args, **kwargs):
+    path = await super().create(*args, **kwargs)
+    time.sleep(float(os.environ[SLOW_SAVE_ENV]))
+    return path
+
+  async def finalize(self, *args, **kwargs):
+    time.sleep(float(os.environ[SLOW_SAVE_ENV]))
+    return await super().finalize(*args, **kwargs)
+
+
+class Checkpointer:
+  """A crash-safe policy layer over `ocp.CheckpointManager` for GAN runs.
+
+  Args:
+    directory: where the numbered step directories live.
+    max_to_keep: readable steps to keep; older ones are pruned after a save.
+    corrupt_dir: where unreadable steps are moved (default: ``directory`` +
+      ``_corrupt``).
+  """
+
+  def __init__(self, directory: str, *, max_to_keep: int = 3, corrupt_dir: str | None = None):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=False,
-                                           cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "meta"))
+    self.corrupt_dir = os.path.abspath(corrupt_dir or self.directory + "_corrupt")
+    self._trash = os.path.join(self.directory, TRASH_SUBDIR)
+    slow = os.environ.get(SLOW_SAVE_ENV)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+        cleanup_tmp_directories=True, todelete_subdir=TRASH_SUBDIR,
+        temporary_path_class=_SlowTemporaryPath if slow else None)
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+  def _empty_trash(self) -> None:
+    shutil.rmtree(self._trash, ignore_errors=True)
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -54,35 +189,78 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, meta: dict) -> None:
-    """Writes ``state`` and ``meta`` as checkpoint ``step`` (atomic; old steps pruned)."""
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
+  def save(self, step: int, state: Any, meta: dict, data_state: Any = None) -> None:
+    """Writes ``state`` and ``meta`` as checkpoint ``step`` (atomic; old steps pruned).
+
+    ``data_state`` is this process's input position; in a multi-process run the
+    positions of all processes are gathered into ``meta["data_states"]``
+    (``meta["data_state"]`` is process 0's). Raises `CheckpointError` when the
+    write fails (e.g. a full disk); the partial step is then removed and every
+    older step is left as it was.
+    """
+    if _is_primary():
+      self._empty_trash()  # leftovers of a pruning cut short by a kill
+    meta = dict(meta, state_digest=state_digest(state))
+    if data_state is not None:
+      states = _allgather_json(data_state)
+      meta["data_state"] = states[0]
+      if len(states) > 1:
+        meta["data_states"] = states
+    try:
+      with _orbax_errors_summarised():
+        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                         meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - any failed write becomes one clear error
+      self._remove_partial(step)
+      reason = _one_line(e)
+      if _is_disk_full(e):
+        reason = f"no space left on device ({reason})"
+      raise CheckpointError(
+          f"could not write checkpoint step {step} to {self.directory}: {reason}. Older checkpoints are "
+          "untouched; free space or fix the directory and rerun the same command to resume") from None
+    if _is_primary():
+      self._empty_trash()
+
+  def _remove_partial(self, step: int) -> None:
+    if not _is_primary() or not os.path.isdir(self.directory):
+      return
+    for name in os.listdir(self.directory):
+      if name.startswith(f"{step}.orbax-checkpoint-tmp"):
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def read_meta(self, step: int) -> dict:
-    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    with _orbax_errors_summarised():
+      restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored["meta"])
 
+  def _restore_step(self, step: int, abstract: Any) -> Any:
+    with _orbax_errors_summarised():
+      restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    return restored["state"]
+
   def restore_latest(self, target_state: Any, signature: str) -> tuple[Any, dict] | None:
-    """Restores the newest readable checkpoint into the structure of ``target_state``.
+    """Restores the newest readable checkpoint into the structure (and sharding) of ``target_state``.
+
+    A step is readable when its meta and state restore and the state's digest
+    matches the one saved with it. Unreadable newer steps are moved to
+    ``corrupt_dir`` with one warning line. In a multi-process run
+    ``meta["data_state"]`` is replaced by this process's own position.
 
     Returns (state, meta), or None if the directory holds no checkpoint. Raises
-    `CheckpointError` if the checkpoint belongs to a different model, or if no
-    step can be read.
+    `CheckpointError` if the newest readable-meta checkpoint belongs to a
+    different model, or if no step can be read (nothing is moved then).
     """
     steps = self.all_steps()
     if not steps:
       return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-    failures = []
+    failures: list[tuple[int, str]] = []
     for step in reversed(steps):
       try:
         meta = self.read_meta(step)
       except Exception as e:  # noqa: BLE001 - any unreadable step falls back to the previous one
-        failures.append(step)
-        logging.warning("checkpoint step %d in %s is unreadable (%s); trying the previous one",
-                        step, self.directory, _one_line(e))
+        failures.append((step, _one_line(e)))
         continue
       if meta.get("model_signature") != signature:
         raise CheckpointError(
@@ -90,31 +268,80 @@ class Checkpointer:
             f"({meta.get('model_signature')!r}, this run is {signature!r}): "
             "use a fresh --workdir or the flags that wrote it")
       try:
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        state = self._restore_step(step, abstract)
       except Exception as e:  # noqa: BLE001
-        failures.append(step)
-        logging.warning("checkpoint step %d in %s is unreadable (%s); trying the previous one",
-                        step, self.directory, _one_line(e))
+        failures.append((step, _one_line(e)))
         continue
+      saved_digest = meta.get("state_digest")
+      if saved_digest is not None:
+        digest = state_digest(state)
+        if digest is not None and digest != saved_digest:
+          failures.append((step, "state bytes do not match the digest saved with them"))
+          continue
       if failures:
-        logging.warning("resumed from step %d; unreadable newer steps %s were left in place", step, failures)
-      return restored["state"], meta
-    raise CheckpointError(f"no readable checkpoint in {self.directory} (steps {steps} all failed): "
-                          "restore a backup or start with a fresh --workdir")
+        self._quarantine(failures, resumed_from=step)
+      states = meta.get("data_states")
+      if states is not None and len(states) == jax.process_count():
+        meta["data_state"] = states[jax.process_index()]
+      return state, meta
+    first = failures[0]
+    raise CheckpointError(f"no readable checkpoint in {self.directory}: steps {steps} all failed "
+                          f"(step {first[0]}: {first[1]}); nothing was moved. Restore a backup or start "
+                          "with a fresh --workdir")
+
+  def _quarantine(self, failures: list[tuple[int, str]], resumed_from: int) -> None:
+    """Moves unreadable steps out of the manager's view (never deletes them)."""
+    if _is_primary():
+      os.makedirs(self.corrupt_dir, exist_ok=True)
+      for step, _ in failures:
+        src = os.path.join(self.directory, str(step))
+        dst = os.path.join(self.corrupt_dir, str(step))
+        n = 0
+        while os.path.exists(dst):
+          n += 1
+          dst = os.path.join(self.corrupt_dir, f"{step}.{n}")
+        try:
+          os.rename(src, dst)
+        except FileNotFoundError:
+          pass  # pruned by a concurrent training process while we read it
+    _sync("jaxgan_checkpoint_quarantine")
+    self._manager.reload()
+    names = ", ".join(str(s) for s, _ in failures)
+    reasons = "; ".join(f"step {s}: {r}" for s, r in failures)
+    logging.warning("unreadable checkpoint step %s in %s (%s): moved to %s, resuming from step %d",
+                    names, self.directory, reasons, self.corrupt_dir, resumed_from)
 
   def close(self) -> None:
     self._manager.close()
 
 
-def _one_line(e: Exception) -> str:
-  text = f"{type(e).__name__}: {e}"
-  return text.splitlines()[0][:300] if text else type(e).__name__
+def _one_line(e: BaseException) -> str:
+  text = " ".join(f"{type(e).__name__}: {e}".split())
+  return text[:300]
+
+
+def _is_disk_full(e: BaseException) -> bool:
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if "No space left on device" in str(e) or "RESOURCE_EXHAUSTED" in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
 
 
 def dump_json(path: str, obj: Any) -> None:
   """Writes JSON atomically (temp file + rename)."""
   tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+  except OSError:
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise

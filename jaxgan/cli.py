@@ -3,11 +3,20 @@
 `run(main)` is `absl.app.run` with two changes: a flag that fails to parse (an
 unknown flag or value, a missing flagfile, a value out of range) and any
 `jaxgan.errors.JaxganError` raised by ``main`` end the program with one line on
-stderr, ``error: ...``, and exit status 2 (flags) or 1 (everything else).
+stderr, ``error: ...``, and exit status 2 (flags) or 1 (everything else); and
+when the entry point has the common flags, a multi-process run is joined
+(`jaxgan.parallel.initialize_distributed`) before ``main`` touches a device.
+
+Multi-process flags (see docs/multihost.md): ``--coordinator_address``,
+``--num_processes`` and ``--process_id`` (defaults: the environment variables
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), or
+``--distributed`` to let `jax.distributed.initialize` detect a TPU pod or a
+SLURM / Open MPI / Kubernetes cluster.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -30,7 +39,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    _fail(" ".join(str(e).split()), 2)
+    _fail(" ".join(str(e).split()).removeprefix("ERROR:: "), 2)
 
 
 class _QuietLibraries(logging_std.Filter):
@@ -46,6 +55,10 @@ def run(main: Callable[[list[str]], None]) -> None:
   def wrapped(argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())
     try:
+      if "coordinator_address" in FLAGS:
+        from jaxgan import parallel  # imported late: jax must not start before flags are parsed
+        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                                        auto=FLAGS.distributed)
       main(argv)
     except JaxganError as e:
       _fail(str(e), 1)
@@ -78,3 +91,21 @@ def define_common_flags(default_steps: int, default_batch: int) -> None:
   flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.", lower_bound=1)
   flags.DEFINE_integer("num_devices", None, "Devices in the data mesh (default: all).", lower_bound=1)
   flags.DEFINE_bool("skip_nonfinite", False, "Drop updates with NaN/Inf losses or gradients instead of stopping.")
+  flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS") or None,
+                      "host:port of process 0 in a multi-process run (default: $JAX_COORDINATOR_ADDRESS).")
+  flags.DEFINE_integer("num_processes", _env_int("JAX_NUM_PROCESSES"),
+                       "Processes in a multi-process run (default: $JAX_NUM_PROCESSES).", lower_bound=1)
+  flags.DEFINE_integer("process_id", _env_int("JAX_PROCESS_ID"),
+                       "This process's index in [0, num_processes) (default: $JAX_PROCESS_ID).", lower_bound=0)
+  flags.DEFINE_bool("distributed", False, "Join a multi-process run whose coordinator jax detects itself "
+                    "(Cloud TPU pod, SLURM, Open MPI, Kubernetes); not needed with --coordinator_address.")
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  if value in (None, ""):
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    _fail(f"environment variable {name}={value!r} is not an integer", 2)

@@ -15,3 +15,7 @@ class CheckpointError(JaxganError, RuntimeError):
 
 class NonFiniteError(JaxganError, FloatingPointError):
   """Training produced NaN or Inf."""
+
+
+class StorageError(JaxganError, OSError):
+  """The run's files cannot be written (a full disk, a read-only filesystem)."""

@@ -1,9 +1,17 @@
-"""Data parallelism with `jax.jit` over a `jax.make_mesh` mesh.
+"""Data parallelism with `jax.jit` over a 1-D device mesh, on one host or many.
 
 The state is replicated over the mesh and every batch is split along its batch
-axis over the ``data`` axis; XLA inserts the gradient all-reduce. The same code
-runs on one CPU, eight GPUs or a multi-host pod (after
-`jax.distributed.initialize`), since `jax.devices()` then spans every process.
+axis over the ``data`` axis; XLA inserts the gradient all-reduce. BatchNorm
+statistics inside the jitted step are then computed over the *global* batch,
+so a data-parallel step computes the same function as a one-device step (up to
+the summation order of the all-reduce).
+
+The same code runs on one CPU, eight GPUs or a multi-host pod: after
+`initialize_distributed`, `jax.devices()` spans every process. The mesh lists
+devices process-major, so process p owns the contiguous rows
+``[p * B / P, (p + 1) * B / P)`` of every global batch of B rows; its input
+pipeline produces exactly those rows (`process_batch_slice`) and `put_batch`
+assembles the global array without moving data between hosts.
 """
 
 from __future__ import annotations
@@ -12,18 +20,70 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from absl import logging
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from jaxgan.errors import ConfigError
 
 DATA_AXIS = "data"
 
 
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, auto: bool = False) -> bool:
+  """Joins a multi-process JAX run; must run before anything touches a device.
+
+  With ``coordinator_address`` (``host:port`` of process 0), ``num_processes``
+  and ``process_id`` the processes rendezvous there. With ``auto`` and no
+  address, `jax.distributed.initialize()` detects the cluster itself (Cloud TPU
+  pods, SLURM, Open MPI, Kubernetes JobSet). CPU processes exchange collectives
+  over gloo. Returns True if a multi-process run was initialised.
+  """
+  if coordinator_address is None and not auto:
+    if num_processes not in (None, 1) or process_id not in (None, 0):
+      raise ConfigError("--num_processes/--process_id need --coordinator_address (or --distributed for "
+                        "cluster auto-detection)")
+    return False
+  if coordinator_address is not None:
+    if num_processes is None or process_id is None:
+      raise ConfigError("--coordinator_address needs --num_processes and --process_id "
+                        "(or JAX_NUM_PROCESSES and JAX_PROCESS_ID)")
+    if not 0 <= process_id < num_processes:
+      raise ConfigError(f"--process_id must be in [0, {num_processes}), got {process_id}")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+  except (RuntimeError, ValueError) as e:
+    raise ConfigError(f"could not join the distributed run at {coordinator_address or 'auto-detected cluster'}: "
+                      f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+  logging.info("process %d of %d joined; %d devices in all, %d local", jax.process_index(),
+               jax.process_count(), jax.device_count(), jax.local_device_count())
+  return True
+
+
 def make_data_mesh(num_devices: int | None = None) -> Mesh:
-  """A 1-D mesh named ``data`` over ``num_devices`` (default: every device, all hosts)."""
+  """A 1-D mesh named ``data`` over ``num_devices`` (default: every device of every process).
+
+  Devices are ordered by (process, local id), and in a multi-process run every
+  process contributes the same number of devices, so each process owns one
+  contiguous block of every batch.
+  """
   available = jax.device_count()
   num_devices = available if num_devices is None else num_devices
   if not 1 <= num_devices <= available:
-    raise ValueError(f"asked for {num_devices} devices but {available} are visible")
-  return jax.make_mesh((num_devices,), (DATA_AXIS,), devices=jax.devices()[:num_devices])
+    raise ConfigError(f"asked for {num_devices} devices but {available} are visible: "
+                      f"use --num_devices between 1 and {available}")
+  nproc = jax.process_count()
+  if num_devices % nproc:
+    raise ConfigError(f"--num_devices={num_devices} does not split over the {nproc} processes: "
+                      f"use a multiple of {nproc}")
+  per_process = num_devices // nproc
+  by_process: dict[int, list] = {}
+  for d in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
+    by_process.setdefault(d.process_index, []).append(d)
+  devices = [d for p in sorted(by_process) for d in by_process[p][:per_process]]
+  # Auto axes: shardings are given to jit and propagated by XLA (no sharding-in-types).
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -41,8 +101,23 @@ def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
   """A clear error when the global batch does not split evenly over the devices."""
   n = mesh.shape[DATA_AXIS]
   if batch_size % n:
-    raise ValueError(f"batch size {batch_size} is not divisible by the {n} devices of the mesh: "
-                     f"use a multiple of {n}")
+    raise ConfigError(f"--batch_size={batch_size} is not divisible by the {n} devices of the mesh: "
+                      f"use a multiple of {n}")
+
+
+def process_batch_slice(global_batch: int, process_index: int | None = None,
+                        process_count: int | None = None) -> slice:
+  """The rows of a global batch that one process feeds (a contiguous block).
+
+  Matches the process-major mesh of `make_data_mesh`: process p of P feeds rows
+  ``[p * B / P, (p + 1) * B / P)``.
+  """
+  p = jax.process_index() if process_index is None else process_index
+  n = jax.process_count() if process_count is None else process_count
+  if global_batch % n:
+    raise ConfigError(f"--batch_size={global_batch} is not divisible by the {n} processes")
+  local = global_batch // n
+  return slice(p * local, (p + 1) * local)
 
 
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
@@ -51,25 +126,35 @@ def put_replicated(tree: Any, mesh: Mesh) -> Any:
 
 
 def put_batch(batch: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
-  """Places a global batch, split along ``batch_axis``.
+  """Places a batch split along ``batch_axis``.
 
-  In a multi-process run each process passes the *global* batch shape built
-  from its local shard (see `host_local_to_global`).
+  With one process ``batch`` is the global batch. With several, it is this
+  process's block of it (`process_batch_slice`), and the global array is
+  assembled from every process's block (`host_local_to_global`).
   """
-  sharding = batch_sharded(mesh, batch_axis)
   if jax.process_count() == 1:
-    return jax.device_put(batch, sharding)
+    return jax.device_put(batch, batch_sharded(mesh, batch_axis))
   return host_local_to_global(batch, mesh, batch_axis)
 
 
 def host_local_to_global(local_batch: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
-  """Assembles per-process batch shards into global arrays (multi-host input)."""
+  """Assembles per-process batch blocks into global arrays (multi-host input)."""
   sharding = batch_sharded(mesh, batch_axis)
+  nproc = jax.process_count()
 
   def assemble(x):
     x = np.asarray(x)
     global_shape = list(x.shape)
-    global_shape[batch_axis] *= jax.process_count()
+    global_shape[batch_axis] *= nproc
+    rows = sorted({idx[batch_axis].indices(global_shape[batch_axis])[:2]
+                   for idx in sharding.addressable_devices_indices_map(tuple(global_shape)).values()})
+    expected = process_batch_slice(global_shape[batch_axis])
+    if (rows[0][0], rows[-1][1]) != (expected.start, expected.stop) or any(
+        a[1] != b[0] for a, b in zip(rows, rows[1:])):
+      raise ConfigError(f"process {jax.process_index()} owns rows {rows} of the batch, not the block "
+                        f"{expected.start}:{expected.stop} its input pipeline produced; build the mesh "
+                        "with jaxgan.parallel.make_data_mesh")
     return jax.make_array_from_process_local_data(sharding, x, tuple(global_shape))
 
   return jax.tree.map(assemble, local_batch)
+

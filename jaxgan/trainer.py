@@ -5,20 +5,31 @@
 * mesh: the state is replicated and batches are split over a `jax.make_mesh` mesh;
 * input: any iterator of batch dicts with ``get_state`` / ``set_state``;
 * checkpoint: restores the newest readable checkpoint in ``workdir`` (state and
-  data position) and saves every ``checkpoint_every`` iterations and at the end;
+  data position; corrupt newer steps are moved to ``checkpoints_corrupt/``, see
+  `jaxgan.checkpoint`) and saves every ``checkpoint_every`` iterations and at
+  the end. A run killed at any moment (SIGKILL included) and restarted with
+  the same command ends with the same bits as an uninterrupted run;
 * logging: metrics stay on device until a log step, then one transfer writes
   ``metrics.jsonl`` (and TensorBoard events when tensorboardX is installed) and a
-  progress line with it/s and ETA;
+  progress line with it/s and ETA. On resume the records after the restored
+  step (and a line cut short by a kill) are dropped with an atomic rewrite;
 * NaN guard: every iteration's ``finite`` flag is checked before each log and
   each save, so a non-finite state is never checkpointed; training stops with
   the step and the network named, the last good checkpoint kept and the
-  offending metrics written to ``nonfinite_metrics.json``;
+  offending metrics written to ``nonfinite_metrics.json``. With
+  ``skip_nonfinite`` the step functions drop such updates instead; the trainer
+  then counts them (``skipped_nonfinite`` in metrics.jsonl, one warning per log);
+* storage: a full disk or an unwritable file ends the run with one
+  `StorageError` / `CheckpointError` line; older checkpoints stay readable;
+* multi-process: every process runs `fit` (collectives and orbax saves need all
+  of them); only process 0 writes metrics, flags.json and JSON reports;
 * hooks: ``sample_hook(state, step)`` writes figures every ``sample_every``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import time
@@ -30,9 +41,12 @@ from absl import logging
 
 from jaxgan import checkpoint as checkpoint_lib
 from jaxgan import parallel
-from jaxgan.errors import ConfigError, NonFiniteError
+from jaxgan.errors import ConfigError, NonFiniteError, StorageError
 
 METRICS_FILE = "metrics.jsonl"
+NONFINITE_FILE = "nonfinite_metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "checkpoints_corrupt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +59,7 @@ class TrainerConfig:
   checkpoint_every: int = 1000
   sample_every: int = 0
   keep_checkpoints: int = 3
+  skip_nonfinite: bool = False
 
   def __post_init__(self):
     if self.num_steps < 0:
@@ -55,30 +70,52 @@ class TrainerConfig:
 
 
 def prepare_workdir(workdir: str) -> str:
-  """Creates ``workdir`` and checks that it is writable (one clear error if not)."""
+  """Creates ``workdir`` and checks that a file can be written there (one clear error if not).
+
+  The probe file is removed whatever happens, so a failed check leaves the
+  directory as it was.
+  """
   workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"workdir {workdir} is a file, not a directory: choose another --workdir")
+  probe = os.path.join(workdir, f".write_test.{os.getpid()}.{jax.process_index()}")
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
     with open(probe, "w") as f:
       f.write("ok")
-    os.remove(probe)
   except OSError as e:
-    raise ConfigError(f"workdir {workdir} is not writable ({e.strerror}): choose another --workdir") from None
+    hint = "free space or choose another --workdir" if e.errno in _DISK_FULL else "choose another --workdir"
+    raise ConfigError(f"workdir {workdir} is not writable ({_os_reason(e)}): {hint}") from None
+  finally:
+    try:
+      os.remove(probe)
+    except OSError:
+      pass
   return workdir
 
 
 class _MetricsWriter:
-  """Appends JSON lines (and TensorBoard scalars if tensorboardX is importable)."""
+  """Appends JSON lines (and TensorBoard scalars if tensorboardX is importable).
+
+  On resume, records after ``resume_step`` and any line cut short by a kill
+  are dropped; the rewrite is atomic (temp file + rename). Only process 0
+  writes; other processes get a writer that does nothing.
+  """
 
   def __init__(self, workdir: str, resume_step: int):
     self.path = os.path.join(workdir, METRICS_FILE)
+    self._file = self._tb = None
+    if jax.process_index() != 0:
+      return
     if os.path.exists(self.path):
-      # Drop records newer than the restored checkpoint: they are about to be recomputed.
       with open(self.path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-      with open(self.path, "w") as f:
-        f.writelines(kept)
+        lines = f.readlines()
+      kept = [line for line in lines if _record_step(line) is not None and _record_step(line) <= resume_step]
+      if kept != lines:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+          f.writelines(kept)
+        os.replace(tmp, self.path)
     self._file = open(self.path, "a")
     try:
       from tensorboardX import SummaryWriter  # optional
@@ -87,6 +124,8 @@ class _MetricsWriter:
       self._tb = None
 
   def write(self, record: dict) -> None:
+    if self._file is None:
+      return
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
     if self._tb is not None:
@@ -95,9 +134,23 @@ class _MetricsWriter:
           self._tb.add_scalar(k, v, record["step"])
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      try:
+        self._file.close()
+      except OSError:
+        pass
     if self._tb is not None:
       self._tb.close()
+
+
+def _record_step(line: str) -> int | None:
+  """The step of a complete metrics line, None for a blank or truncated one."""
+  if not line.endswith("\n"):
+    return None
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 def _format_duration(seconds: float) -> str:
@@ -136,33 +189,39 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
   Returns:
     The final state.
   """
-  # ---------------------------------------------------------------- workdir & checkpoint
+  skip_nonfinite = config.skip_nonfinite or bool((run_flags or {}).get("skip_nonfinite", False))
+  primary = jax.process_index() == 0
+  # ---------------------------------------------------------------- workdir, mesh, checkpoint
   workdir = prepare_workdir(config.workdir)
-  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                             max_to_keep=config.keep_checkpoints)
+  mesh = mesh if mesh is not None else parallel.make_data_mesh()
   signature = checkpoint_lib.model_signature(name, state)
-  restored = checkpointer.restore_latest(state, signature)
+  # Placed before restoring, so the checkpoint is read straight into the replicated sharding.
+  state = parallel.put_replicated(state, mesh)
+  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
+                                             max_to_keep=config.keep_checkpoints,
+                                             corrupt_dir=os.path.join(workdir, CORRUPT_DIR))
+  try:
+    restored = checkpointer.restore_latest(state, signature)
+  except BaseException:
+    checkpointer.close()
+    raise
   if restored is not None:
     state, meta = restored
     data.set_state(meta["data_state"])
-    logging.info("resumed %s from step %d in %s", name, int(state.step), checkpointer.directory)
-  start_step = int(jax.device_get(state.step))
+    logging.info("resumed %s from step %d in %s", name, int(checkpoint_lib.host_value(state.step)),
+                 checkpointer.directory)
+  start_step = int(checkpoint_lib.host_value(state.step))
   last_good_checkpoint = start_step if restored is not None else None
   run_flags = dict(run_flags or {})
-  checkpoint_lib.dump_json(os.path.join(workdir, "flags.json"), run_flags)
-
-  # ---------------------------------------------------------------- mesh & sharding
-  mesh = mesh if mesh is not None else parallel.make_data_mesh()
-  state = parallel.put_replicated(state, mesh)
 
   def save(step: int, st: Any) -> None:
     nonlocal last_good_checkpoint
-    meta = {"model_signature": signature, "step": step, "data_state": data.get_state(), "flags": run_flags}
-    checkpointer.save(step, st, meta)
+    meta = {"model_signature": signature, "step": step, "flags": run_flags}
+    checkpointer.save(step, st, meta, data_state=data.get_state())
     last_good_checkpoint = step
 
   # ---------------------------------------------------------------- loop
-  writer = _MetricsWriter(workdir, start_step)
+  writer = None
   pending: list[tuple[int, dict]] = []
   t_last, step_last = time.perf_counter(), start_step
   t_start = t_last
@@ -171,27 +230,44 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
     nonlocal pending, t_last, step_last
     if not pending:
       return
-    host = jax.device_get([m for _, m in pending])
+    if jax.process_count() == 1:
+      host = jax.device_get([m for _, m in pending])  # one transfer for the whole window
+    else:
+      host = [jax.tree.map(checkpoint_lib.host_value, m) for _, m in pending]
     steps_done = [s for s, _ in pending]
     pending = []
+    skipped = []
     for s, m in zip(steps_done, host):
       if not bool(m.get("finite", True)):
+        if skip_nonfinite:
+          skipped.append(s)
+          continue
         nets = [net for net, key in (("discriminator", "d_finite"), ("generator", "g_finite"))
                 if not bool(m.get(key, True))] or ["a network"]
         bad = {k: _to_python(v) for k, v in m.items()}
-        checkpoint_lib.dump_json(os.path.join(workdir, "nonfinite_metrics.json"), {"step": s, **bad})
+        if primary:
+          checkpoint_lib.dump_json(os.path.join(workdir, NONFINITE_FILE), {"step": s, **bad})
         where = (f"the last good checkpoint is step {last_good_checkpoint} in {checkpointer.directory}"
                  if last_good_checkpoint is not None else "no checkpoint was written")
+        also = (" (and then in the generator's, which trains against it)" if nets == ["discriminator", "generator"]
+                else "")
         raise NonFiniteError(
-            f"NaN/Inf in the {' and '.join(nets)} loss or gradients at iteration {s}: training stopped, "
-            f"{where}; metrics in nonfinite_metrics.json. Lower the learning rate, or pass "
+            f"NaN/Inf in the {nets[0]} loss or gradients at iteration {s}{also}: training stopped, "
+            f"{where}; metrics in {NONFINITE_FILE}. Lower the learning rate, or pass "
             "--skip_nonfinite to drop such updates")
-    means = {k: float(np.mean([_to_python(m[k]) for m in host])) for k in host[-1] if k not in
+    # Means over the iterations whose updates were applied (none left: no loss values).
+    kept = [m for s, m in zip(steps_done, host) if s not in skipped]
+    means = {k: float(np.mean([_to_python(m[k]) for m in kept])) for k in (kept[-1] if kept else {}) if k not in
              ("finite", "d_finite", "g_finite")}
     now = time.perf_counter()
     rate = (step - step_last) / max(now - t_last, 1e-9)
     eta = (config.num_steps - step) / max(rate, 1e-9)
     record = {"step": step, **means, "steps_per_sec": rate, "elapsed_sec": now - t_start}
+    if skip_nonfinite:
+      record["skipped_nonfinite"] = len(skipped)
+    if skipped:
+      logging.warning("%s: dropped NaN/Inf updates in %d iteration(s) %s (--skip_nonfinite)", name,
+                      len(skipped), skipped)
     writer.write(record)
     shown = " ".join(f"{k} {means[k]:.4g}" for k in ("d_loss", "g_loss") if k in means)
     logging.info("%s step %d/%d | %.1f it/s | ETA %s | %s", name, step, config.num_steps, rate,
@@ -200,6 +276,9 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
 
   step = start_step
   try:
+    if primary:
+      checkpoint_lib.dump_json(os.path.join(workdir, "flags.json"), run_flags)
+    writer = _MetricsWriter(workdir, start_step)
     while step < config.num_steps:
       batch = parallel.put_batch(next(data), mesh, batch_axis)
       state, metrics = train_step(state, batch)
@@ -214,7 +293,25 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
         sample_hook(state, step)
     if step == start_step and sample_hook is not None and restored is not None:
       sample_hook(state, step)
+  except OSError as e:
+    if e.errno not in _STORAGE_ERRNOS:
+      raise
+    last = (f"the last good checkpoint is step {last_good_checkpoint}" if last_good_checkpoint is not None
+            else "no checkpoint was written")
+    raise StorageError(f"could not write {e.filename or workdir} at iteration {step} ({_os_reason(e)}); "
+                       f"{last}: free space or fix the directory and rerun the same command to resume") from None
   finally:
-    writer.close()
+    if writer is not None:
+      writer.close()
     checkpointer.close()
   return state
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
+
+
+def _os_reason(e: OSError) -> str:
+  if e.errno in _DISK_FULL:
+    return "no space left on device"
+  return e.strerror or str(e)

@@ -73,14 +73,23 @@ class MixtureIterator:
   """Infinite deterministic batches ``{"x": (n_critic, batch, 2)}`` from a mixture.
 
   Batch i is a function of (seed, i) only; `get_state` / `set_state` carry i.
+
+  In a multi-process run every process draws the same global batch of
+  ``batch_size`` rows and keeps only its own contiguous block
+  (`jaxgan.parallel.process_batch_slice`), so the global batch -- and the whole
+  run -- is the same as with one process.
   """
 
-  def __init__(self, mixture: GaussianMixture2D, batch_size: int, seed: int, n_critic: int | None = None):
+  def __init__(self, mixture: GaussianMixture2D, batch_size: int, seed: int, n_critic: int | None = None,
+               process_index: int | None = None, process_count: int | None = None):
+    from jaxgan import parallel
+
     self.mixture = mixture
     self.batch_size = batch_size
     self.n_critic = n_critic
     self.position = 0
     self._key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x0DA7A)
+    self._rows = parallel.process_batch_slice(batch_size, process_index, process_count)
 
   def __iter__(self):
     return self
@@ -92,7 +101,8 @@ class MixtureIterator:
     x = self.mixture.sample(key, n)
     if self.n_critic is not None:
       x = x.reshape(self.n_critic, self.batch_size, 2)
-    return {"x": x}
+      return {"x": x[:, self._rows]}
+    return {"x": x[self._rows]}
 
   def get_state(self) -> dict:
     return {"position": self.position}
