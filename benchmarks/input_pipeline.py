@@ -46,7 +46,7 @@ import optax  # noqa: E402  (after jax, as everywhere in jaxgan)
 
 SIZES = {
     "full": dict(batch_size=64, image_size=64, channels=3, width=64, num_images=1024, batches=100,
-                 steps=10, warmup=2),
+                 steps=10, warmup=2),  # on a CPU pass e.g. --steps=3 (a step takes seconds there)
     "tiny": dict(batch_size=8, image_size=8, channels=3, width=4, num_images=64, batches=10,
                  steps=3, warmup=1),
 }
@@ -136,37 +136,39 @@ def step_with_pipeline(cfg: dict, state, step, mesh) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tiny", action="store_true", help="CI smoke-test sizes (seconds)")
-    for name in ("batch_size", "image_size", "channels", "width", "batches", "steps"):
+    for name in ("batch_size", "image_size", "channels", "width", "batches", "steps", "warmup"):
         p.add_argument(f"--{name}", type=int, default=None)
     p.add_argument("--json_out", default=None)
     args = p.parse_args()
     logging.set_verbosity(logging.ERROR)  # TFDS warns that the mocked celeb_a has no dataset_info.json
     cfg = dict(SIZES["tiny" if args.tiny else "full"])
-    for name in ("batch_size", "image_size", "channels", "width", "batches", "steps"):
+    for name in ("batch_size", "image_size", "channels", "width", "batches", "steps", "warmup"):
         if getattr(args, name) is not None:
-            if getattr(args, name) < 1:
+            if getattr(args, name) < (0 if name == "warmup" else 1):
                 sys.exit(f"error: --{name} must be >= 1")
             cfg[name] = getattr(args, name)
     b, s, c = cfg["batch_size"], cfg["image_size"], cfg["channels"]
     shape = f"{b}x{s}x{s}x{c}"
-    rows = []
-    t = pipeline_synthetic(cfg)
-    rows.append(("pipeline alone: synthetic ArraySource (uint8 -> float32)", shape, t))
-    t = pipeline_mock_celeb_a(cfg)
-    rows.append((f"pipeline alone: mock celeb_a 218x178 -> crop 108 -> resize {s}", shape, t))
-    state, step, mesh = make_step(cfg)
-    t, compile_s, state = train_step_alone(cfg, state, step, mesh)
-    rows.append((f"DCGAN train step alone (width {cfg['width']}, 1 D + 1 G update)", shape, t))
-    t = step_with_pipeline(cfg, state, step, mesh)
-    rows.append(("train step fed by the synthetic pipeline", shape, t))
-
     device = jax.devices()[0]
     print(f"device: {device.platform} {device.device_kind}, {os.cpu_count()} host CPUs, jax {jax.__version__}, "
-          f"python {platform.python_version()}; train step compile {compile_s:.1f} s")
+          f"python {platform.python_version()}; sizes {cfg}", flush=True)
     print("| what | batch | ms / batch | images / s |")
-    print("|---|---|---|---|")
-    for what, shp, sec in rows:
-        print(f"| {what} | {shp} | {1e3 * sec:.1f} | {b / sec:,.0f} |")
+    print("|---|---|---|---|", flush=True)
+    rows = []
+
+    def row(what, sec):
+        rows.append((what, shape, sec))
+        rate = b / sec
+        print(f"| {what} | {shape} | {1e3 * sec:,.1f} | {rate:,.0f} |" if rate >= 100 else
+              f"| {what} | {shape} | {1e3 * sec:,.1f} | {rate:.2f} |", flush=True)
+
+    row("pipeline alone: synthetic ArraySource (uint8 -> float32)", pipeline_synthetic(cfg))
+    row(f"pipeline alone: mock celeb_a 218x178 -> crop 108 -> resize {s}", pipeline_mock_celeb_a(cfg))
+    state, step, mesh = make_step(cfg)
+    t, compile_s, state = train_step_alone(cfg, state, step, mesh)
+    row(f"DCGAN train step alone (width {cfg['width']}, 1 D + 1 G update)", t)
+    row("train step fed by the synthetic pipeline", step_with_pipeline(cfg, state, step, mesh))
+    print(f"train step compile (first call): {compile_s:.1f} s")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"config": cfg, "device": str(device), "compile_s": compile_s,
