@@ -30,8 +30,19 @@ FLAGS = flags.FLAGS
 
 
 def _fail(message: str, code: int) -> None:
+  """Writes the one error line and exits with ``code``.
+
+  Interpreter teardown still runs (atexit handlers, file closing), but with
+  stderr pointed at /dev/null: after a failed checkpoint write, orbax's
+  background event loop can leave failed write tasks behind whose "exception
+  was never retrieved" reports would otherwise follow the error line.
+  """
   sys.stderr.write(f"error: {message}\n")
   sys.stderr.flush()
+  sys.stdout.flush()
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
   sys.exit(code)
 
 
