@@ -43,11 +43,10 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -55,44 +54,9 @@ import optax  # noqa: E402
 
 import bench_common as bc  # noqa: E402
 from jaxgan import multiseed, precision, steps  # noqa: E402
-from jaxgan.models.dcgan import DCGANDiscriminator, DCGANGenerator, radford_num_stages  # noqa: E402
-from jaxgan.models.layers import TinyMixin, dcgan_init  # noqa: E402
+from jaxgan.models.dcgan import DCGANDiscriminator, DCGANGenerator  # noqa: E402
 from jaxgan.models.mlp import ToyCritic, ToyGenerator  # noqa: E402
 from jaxgan.state import create_gan_state  # noqa: E402
-
-
-class DCGANCritic(TinyMixin, nn.Module):
-    """The Radford DCGAN discriminator without BatchNorm: the WGAN-GP critic.
-
-    Gulrajani et al. (2017), "Improved Training of Wasserstein GANs", Sec. 4:
-    the gradient penalty is defined per sample, so the critic must not mix
-    samples through batch statistics. Stage i is a 4x4 stride-2 'SAME'
-    convolution with ``width * 2**(i-1)`` channels (with bias, since no
-    normalisation follows) and LeakyReLU(0.2); then a Dense(1) logit.
-    Same shapes and FLOPs as `DCGANDiscriminator` minus the normalisation.
-    """
-
-    image_size: int = 64
-    width: int = 64
-    negative_slope: float = 0.2
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    is_conditional: ClassVar[bool] = False
-    _tiny_config: ClassVar[dict] = {"image_size": 8, "width": 4}
-
-    @nn.compact
-    def __call__(self, x, labels=None, *, train: bool = True):
-        del labels, train
-        _, n = radford_num_stages(self.image_size)
-        h = jnp.asarray(x, self.dtype)
-        for i in range(1, n + 1):
-            h = nn.Conv(self.width * 2 ** (i - 1), (4, 4), strides=(2, 2), padding="SAME", kernel_init=dcgan_init,
-                        dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")(h)
-            h = nn.leaky_relu(h, self.negative_slope)
-        h = h.reshape(h.shape[0], -1)
-        logit = nn.Dense(1, kernel_init=dcgan_init, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-        return logit[:, 0].astype(jnp.float32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,7 +77,7 @@ def build(case: bc.Case):
         disc = DCGANDiscriminator(image_size=case.image_size, width=case.width)
         config = steps.StepConfig(loss="non_saturating", n_critic=1, latent_dim=case.latent_dim)
     else:
-        disc = DCGANCritic(image_size=case.image_size, width=case.width)
+        disc = DCGANDiscriminator(image_size=case.image_size, width=case.width, use_batchnorm=False)
         config = steps.StepConfig(loss="wasserstein", n_critic=case.n_critic, latent_dim=case.latent_dim,
                                   gp_weight=bc.GP_WEIGHT[case.model])
     opt = bc.OPTIMIZERS[case.model]

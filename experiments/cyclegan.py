@@ -33,10 +33,10 @@ from jaxgan import cli, image2image, losses, parallel, trainer, viz
 from jaxgan.data import paired
 from jaxgan.errors import ConfigError
 from jaxgan.models.cyclegan import CycleGANDiscriminator, ResNetGenerator
-from jaxgan.models.pix2pix import PATCH_SIZES
 
 cli.define_common_flags(default_steps=200000, default_batch=1)
-flags.DEFINE_enum("mode", "train", ["train", "translate"], "train, or translate --input_dir with the checkpoint.")
+i2i_common.define_i2i_flags(num_strip=6, flip_help="Random left-right mirroring.",
+                            eval_what="images per domain")
 flags.DEFINE_string("dataset", paired.DIGIT_EDGES,
                     f"'{paired.DIGIT_EDGES}' (offline), a TFDS cycle_gan/<name> dataset, or a folder with "
                     "trainA/trainB (and testA/testB) subfolders.")
@@ -47,28 +47,10 @@ flags.DEFINE_integer("channels", 0, "Channels of both domains (0: native).", low
 flags.DEFINE_integer("base_features", 64, "Generator channels of c7s1 (doubled by each down-sampling).",
                      lower_bound=1)
 flags.DEFINE_integer("num_blocks", 9, "Residual blocks (the paper: 6 at 128 px, 9 at 256 px).", lower_bound=0)
-flags.DEFINE_enum("patch_size", "70", [str(p) for p in sorted(PATCH_SIZES)], "PatchGAN receptive field N.")
-flags.DEFINE_integer("d_base_features", 64, "PatchGAN channels of the first block.", lower_bound=1)
 flags.DEFINE_enum("loss", "least_squares", sorted(losses.LOSSES), "Adversarial loss (the paper: least squares).")
 flags.DEFINE_float("lambda_cycle", 10.0, "Cycle-loss weight lambda (both directions).", lower_bound=0.0)
 flags.DEFINE_float("lambda_identity", 0.5, "Identity-loss weight, relative to lambda (0: off).", lower_bound=0.0)
 flags.DEFINE_integer("pool_size", 50, "History pool of generated images per direction (0: off).", lower_bound=0)
-flags.DEFINE_float("lr", 2e-4, "Adam learning rate of all networks.", lower_bound=0.0)
-flags.DEFINE_float("b1", 0.5, "Adam beta1.")
-flags.DEFINE_float("b2", 0.999, "Adam beta2.")
-flags.DEFINE_integer("decay_steps", 0, "Linear decay of the lr to 0 over the last this many steps (0: constant).",
-                     lower_bound=0)
-flags.DEFINE_bool("jitter", True, "Random jitter: resize to --jitter_size and crop back, in the jitted step.")
-flags.DEFINE_integer("jitter_size", 0, "Jitter resize side (0: 286/256 of --image_size).", lower_bound=0)
-flags.DEFINE_enum("jitter_method", "bilinear", list(image2image.JITTER_METHODS),
-                  "Jitter resize interpolation (nearest keeps binary images crisp).")
-flags.DEFINE_bool("flip", True, "Random left-right mirroring.")
-flags.DEFINE_integer("num_strip", 6, "Held-out images per domain in the sample strips.", lower_bound=1)
-flags.DEFINE_integer("strip_scale", 1, "Pixel repeat of the strips.", lower_bound=1)
-flags.DEFINE_integer("num_eval", 1000, "Held-out images per domain in the final errors (at most).", lower_bound=1)
-flags.DEFINE_integer("eval_batch", 64, "Batch size of evaluation and translation.", lower_bound=1)
-flags.DEFINE_string("input_dir", None, "translate: folder of input images.")
-flags.DEFINE_string("output_dir", None, "translate: where outputs go (files are never overwritten).")
 flags.DEFINE_enum("translate_direction", "AtoB", ["AtoB", "BtoA"], "translate: G (AtoB) or F (BtoA).")
 
 FLAGS = flags.FLAGS

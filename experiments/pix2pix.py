@@ -29,10 +29,11 @@ import i2i_common
 from jaxgan import cli, image2image, losses, parallel, trainer, viz
 from jaxgan.data import paired
 from jaxgan.errors import ConfigError
-from jaxgan.models.pix2pix import NORMS, PATCH_SIZES, PatchGANDiscriminator, UNetGenerator
+from jaxgan.models.pix2pix import NORMS, PatchGANDiscriminator, UNetGenerator
 
 cli.define_common_flags(default_steps=200000, default_batch=1)
-flags.DEFINE_enum("mode", "train", ["train", "translate"], "train, or translate --input_dir with the checkpoint.")
+i2i_common.define_i2i_flags(num_strip=8, flip_help="Random left-right mirroring (same for input and target).",
+                            eval_what="pairs")
 flags.DEFINE_string("dataset", paired.DIGIT_EDGES,
                     f"'{paired.DIGIT_EDGES}' (offline), a folder of side-by-side A|B images (with train/val "
                     "subfolders or not), or an .npz with uint8 arrays 'a' and 'b'.")
@@ -47,26 +48,8 @@ flags.DEFINE_enum("g_norm", "batch", list(NORMS), "U-Net normalisation.")
 flags.DEFINE_bool("innermost_norm", True, "Normalise the 1x1 bottleneck (set false for batch size 1).")
 flags.DEFINE_float("dropout_rate", 0.5, "Decoder dropout on the first three blocks.", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_bool("skip_connections", True, "U-Net (true) or the paper's plain encoder-decoder (false).")
-flags.DEFINE_enum("patch_size", "70", [str(p) for p in sorted(PATCH_SIZES)], "PatchGAN receptive field N.")
-flags.DEFINE_integer("d_base_features", 64, "PatchGAN channels of the first block.", lower_bound=1)
 flags.DEFINE_enum("loss", "non_saturating", sorted(losses.LOSSES), "Adversarial loss (the paper: BCE).")
 flags.DEFINE_float("l1_weight", 100.0, "lambda of the L1 term.", lower_bound=0.0)
-flags.DEFINE_float("lr", 2e-4, "Adam learning rate of both networks.", lower_bound=0.0)
-flags.DEFINE_float("b1", 0.5, "Adam beta1.")
-flags.DEFINE_float("b2", 0.999, "Adam beta2.")
-flags.DEFINE_integer("decay_steps", 0, "Linear decay of the lr to 0 over the last this many steps (0: constant).",
-                     lower_bound=0)
-flags.DEFINE_bool("jitter", True, "Random jitter: resize to --jitter_size and crop back, in the jitted step.")
-flags.DEFINE_integer("jitter_size", 0, "Jitter resize side (0: 286/256 of --image_size).", lower_bound=0)
-flags.DEFINE_enum("jitter_method", "bilinear", list(image2image.JITTER_METHODS),
-                  "Jitter resize interpolation (nearest keeps binary images crisp).")
-flags.DEFINE_bool("flip", True, "Random left-right mirroring (same for input and target).")
-flags.DEFINE_integer("num_strip", 8, "Held-out pairs in the sample strips.", lower_bound=1)
-flags.DEFINE_integer("strip_scale", 1, "Pixel repeat of the strips.", lower_bound=1)
-flags.DEFINE_integer("num_eval", 1000, "Held-out pairs in the final L1 (at most).", lower_bound=1)
-flags.DEFINE_integer("eval_batch", 64, "Batch size of evaluation and translation.", lower_bound=1)
-flags.DEFINE_string("input_dir", None, "translate: folder of input images.")
-flags.DEFINE_string("output_dir", None, "translate: where outputs go (files are never overwritten).")
 flags.DEFINE_enum("translate_side", "full", ["full", "left", "right"],
                   "translate: use the whole file, or the left/right half of A|B files.")
 flags.DEFINE_enum("inference", "eval", ["eval", "paper"],

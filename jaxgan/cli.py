@@ -81,10 +81,19 @@ def resolved_flags() -> dict:
   """Every flag defined by the entry point or by jaxgan, with its value (stored with checkpoints)."""
   out = {}
   for module, module_flags in FLAGS.flags_by_module_dict().items():
-    if module in ("__main__", sys.argv[0]) or module.startswith("jaxgan") or module.endswith(".py"):
+    if module in ("__main__", sys.argv[0]) or module.startswith("jaxgan") or module.endswith(".py") or \
+        _beside_main_script(module):
       for f in module_flags:
         out[f.name] = f.value
   return out
+
+
+def _beside_main_script(module: str) -> bool:
+  """Whether ``module`` sits in the entry point's directory (e.g. experiments/i2i_common.py)."""
+  main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+  module_file = getattr(sys.modules.get(module), "__file__", None)
+  return bool(main_file and module_file) and \
+      os.path.dirname(os.path.abspath(module_file)) == os.path.dirname(os.path.abspath(main_file))
 
 
 def define_common_flags(default_steps: int, default_batch: int) -> None:

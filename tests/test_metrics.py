@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from jaxgan.data import toy
+from jaxgan.metrics import modes
 from jaxgan.metrics.features import (
     FeatureExtractor,
     FlattenFeatures,
@@ -22,10 +24,8 @@ from jaxgan.metrics.kid import kernel_inception_distance, mmd2_unbiased
 from jaxgan.metrics.metropolis import (
     GaussianMixture,
     estimate_mixture_params,
-    grid_mixture,
     metropolis,
-    mode_statistics,
-    ring_mixture,
+    from_toy,
 )
 from jaxgan.metrics.prdc import knn_radii, pairwise_sq_distances, prdc, precision_recall
 
@@ -350,15 +350,16 @@ def test_metropolis_recovers_two_gaussian_mixture():
 
 
 def test_mixture_helpers():
-    ring, grid = ring_mixture(), grid_mixture()
+    ring, grid = from_toy(toy.ring8()), from_toy(toy.grid25())
     assert ring.means.shape == (8, 2) and grid.means.shape == (25, 2)
+    np.testing.assert_allclose(grid.stds, 0.05)
     x = ring.sample(jax.random.PRNGKey(0), 4000)
-    st = mode_statistics(x, ring)
-    assert st["modes_covered"] == 8 and st["high_quality_fraction"] > 0.95
+    st = modes.mode_metrics(np.asarray(x), ring.means, 0.01)
+    assert st.modes_captured == 8 and st.high_quality_fraction > 0.95
     # log_prob is normalised: integrate a 1-D mixture on a grid.
     m1 = GaussianMixture.create([[0.0], [3.0]], [0.5, 1.0], [0.4, 0.6])
     xs = np.linspace(-10, 15, 20001)[:, None]
     assert np.trapezoid(np.exp(np.asarray(m1.log_prob(jnp.asarray(xs, jnp.float32)))), xs[:, 0]) == pytest.approx(1.0, abs=1e-4)
     # A collapsed sampler (one mode only) is detected.
-    collapsed = jnp.asarray(ring.means[:1]) + 0.01 * jax.random.normal(jax.random.PRNGKey(1), (500, 2))
-    assert mode_statistics(collapsed, ring)["modes_covered"] == 1
+    collapsed = jnp.asarray(ring.means[:1]) + 0.002 * jax.random.normal(jax.random.PRNGKey(1), (500, 2))
+    assert modes.mode_metrics(np.asarray(collapsed), ring.means, 0.01).modes_captured == 1

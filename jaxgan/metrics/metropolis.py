@@ -7,17 +7,15 @@ probability min(1, pi(x') / pi(x)); otherwise stay at x.  The chain has pi as
 its stationary distribution.  Each chain is a ``lax.scan`` with explicit keys,
 and many independent chains run in parallel with ``vmap``.
 
-For comparison with GANs on the 2-D toy data this module also has Gaussian
-mixtures (:func:`ring_mixture`, :func:`grid_mixture`) with an exact
-``log_prob``/``sample``, responsibility-based estimates of the mixture weights
-and means from samples, and the usual mode statistics for 2-D mixtures
-(modes covered, fraction of "high-quality" samples within ``n_std`` standard
-deviations of a mode; Srivastava et al., "VEEGAN", NeurIPS 2017).  The same
-functions score GAN samples, so the two samplers can be compared directly.
-Random-walk chains mix poorly between well-separated narrow modes (the
-motivation for learned samplers in seed 002): with std 0.02 ring modes a chain
-essentially never leaves its starting mode, so the weights it recovers are those
-of the initial points -- start chains from a broad distribution.
+For comparison with GANs on the 2-D toy data, :class:`GaussianMixture` gives
+an exact normalised ``log_prob`` (:func:`from_toy` builds it for the very
+mixtures of `jaxgan.data.toy` the GANs train on) and responsibility-based
+estimates of the mixture weights and means from samples; score the samples with
+`jaxgan.metrics.modes.mode_metrics`, as the GAN's are
+(``experiments/metropolis.py`` does both).  Random-walk chains mix poorly
+between well-separated narrow modes (the motivation for learned samplers in
+seed 002): with the ring's std-0.01 modes a chain essentially never leaves its
+starting mode, so the weights it recovers are those of the initial points.
 """
 
 from __future__ import annotations
@@ -30,14 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgan.data import toy
+
 __all__ = [
     "MetropolisResult",
     "metropolis",
     "GaussianMixture",
-    "ring_mixture",
-    "grid_mixture",
+    "from_toy",
     "estimate_mixture_params",
-    "mode_statistics",
 ]
 
 
@@ -160,19 +158,10 @@ class GaussianMixture:
         return jnp.asarray(self.means, jnp.float32)[comp] + jnp.asarray(self.stds, jnp.float32)[comp] * eps
 
 
-def ring_mixture(n_modes: int = 8, radius: float = 2.0, std: float = 0.02) -> GaussianMixture:
-    """Equal-weight 2-D Gaussians on a circle (the usual "8 Gaussians on a ring")."""
-    angles = 2 * np.pi * np.arange(n_modes) / n_modes
-    means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    return GaussianMixture.create(means, np.full((n_modes,), std))
-
-
-def grid_mixture(n_per_side: int = 5, spacing: float = 2.0, std: float = 0.05) -> GaussianMixture:
-    """Equal-weight 2-D Gaussians on a centred square grid (the usual "5x5 grid")."""
-    c = (np.arange(n_per_side) - (n_per_side - 1) / 2) * spacing
-    gx, gy = np.meshgrid(c, c, indexing="ij")
-    means = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    return GaussianMixture.create(means, np.full((means.shape[0],), std))
+def from_toy(mixture: toy.GaussianMixture2D) -> GaussianMixture:
+    """The density of a `jaxgan.data.toy` mixture (ring8, grid25): the same means, std and equal weights."""
+    means = mixture.means_array().astype(np.float64)
+    return GaussianMixture.create(means, np.full((len(means),), mixture.std))
 
 
 def estimate_mixture_params(samples: Any, mixture: GaussianMixture) -> tuple[np.ndarray, np.ndarray]:
@@ -189,25 +178,3 @@ def estimate_mixture_params(samples: Any, mixture: GaussianMixture) -> tuple[np.
     w = r.mean(axis=0)
     mu = (r.T @ x) / np.maximum(r.sum(axis=0), 1e-300)[:, None]
     return w, mu
-
-
-def mode_statistics(samples: Any, mixture: GaussianMixture, n_std: float = 3.0, min_count: int = 1) -> dict[str, Any]:
-    """Mode statistics for samples from a 2-D (or any-d) mixture target.
-
-    A sample is *high quality* if its scaled distance ``||(x - mu_k) / s_k||`` to the
-    nearest mode is below ``n_std``; a mode is *covered* if it is the nearest mode of
-    at least ``min_count`` high-quality samples.  Returns ``modes_covered`` (int),
-    ``high_quality_fraction`` (float) and ``mode_fractions`` ((K,) share of
-    high-quality samples per mode).
-    """
-    x = np.asarray(samples, np.float64).reshape(-1, mixture.means.shape[1])
-    z = (x[:, None, :] - mixture.means[None]) / mixture.stds[None]
-    dist = np.sqrt(np.sum(z * z, axis=-1))
-    nearest = dist.argmin(axis=1)
-    good = dist[np.arange(x.shape[0]), nearest] < n_std
-    counts = np.bincount(nearest[good], minlength=mixture.n_components)
-    return {
-        "modes_covered": int(np.sum(counts >= min_count)),
-        "high_quality_fraction": float(good.mean()),
-        "mode_fractions": counts / max(int(good.sum()), 1),
-    }

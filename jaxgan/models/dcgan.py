@@ -214,25 +214,27 @@ def radford_discriminator_trunk(
     width: int,
     num_stages: int,
     negative_slope: float = 0.2,
+    use_batchnorm: bool = True,
 ) -> jax.Array:
     """Convolutional trunk of the Radford DCGAN discriminator.
 
     Must be called inside a compact method of ``module`` (its ``dtype`` and
     ``param_dtype`` are used; layers are named ``conv{i}`` / ``bn{i}`` in it).
     Stage ``i`` (1-based) is a 4x4 stride-2 'SAME' convolution with
-    ``width * 2**(i-1)`` channels, BatchNorm (all but the first stage) and
+    ``width * 2**(i-1)`` channels, BatchNorm (all but the first stage; with
+    ``use_batchnorm=False`` none, and every convolution gets a bias instead) and
     LeakyReLU(negative_slope). Returns the final feature map
     ``(B, base, base, width * 2**(num_stages-1))``.
     """
     h = jnp.asarray(x, module.dtype)
     for i in range(1, num_stages + 1):
-        first = i == 1
+        normalised = use_batchnorm and i > 1
         h = nn.Conv(
             width * 2 ** (i - 1), (4, 4), strides=(2, 2), padding="SAME",
-            use_bias=first, kernel_init=dcgan_init,
+            use_bias=not normalised, kernel_init=dcgan_init,
             dtype=module.dtype, param_dtype=module.param_dtype, name=f"conv{i}",
         )(h)
-        if not first:
+        if normalised:
             h = _batch_norm(train, module.dtype, module.param_dtype, f"bn{i}", dcgan_bn_scale_init())(h)
         h = nn.leaky_relu(h, negative_slope)
     return h
@@ -324,12 +326,17 @@ class DCGANDiscriminator(TinyMixin, nn.Module):
       width: channels of the first convolution; doubled per stage (64).
       base_size: optional override of the base resolution.
       negative_slope: LeakyReLU slope (0.2).
+      use_batchnorm: False gives the WGAN-GP critic of Gulrajani et al. (2017),
+        Sec. 4: the gradient penalty is defined per sample, so the critic must
+        not mix samples through batch statistics (same shapes and FLOPs minus
+        the normalisation; every convolution then has a bias).
     """
 
     image_size: int = 64
     width: int = 64
     base_size: Optional[int] = None
     negative_slope: float = 0.2
+    use_batchnorm: bool = True
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -343,7 +350,8 @@ class DCGANDiscriminator(TinyMixin, nn.Module):
             raise ValueError(f"expected {self.image_size}x{self.image_size} images, got shape {x.shape}")
         _, n = radford_num_stages(self.image_size, self.base_size)
         h = radford_discriminator_trunk(
-            self, x, train=train, width=self.width, num_stages=n, negative_slope=self.negative_slope
+            self, x, train=train, width=self.width, num_stages=n, negative_slope=self.negative_slope,
+            use_batchnorm=self.use_batchnorm,
         )
         h = h.reshape(h.shape[0], -1)
         logit = nn.Dense(1, kernel_init=dcgan_init, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
