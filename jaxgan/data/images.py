@@ -20,6 +20,10 @@ Two steps:
    ``jaxgan/data/assets/digits.npz``) works offline; its ``train`` split is the
    first 1500 examples, ``test`` the last 297.
 
+   ``stacked_<base>`` (``stacked_mnist``, ``stacked_digits``, ...) stacks three
+   independently drawn images of a grayscale labelled base into one RGB image
+   with 1,000 classes (Stacked MNIST; see :mod:`jaxgan.data.stacked`).
+
 2. :func:`make_iterator` gives a :class:`BatchIterator` of float32 batches in
    [-1, 1], built from grain ``MapDataset`` transformations: per-process shard,
    shuffle by seed (reshuffled each epoch), drop-remainder batches (each epoch
@@ -325,9 +329,11 @@ def make_source(name: str, split: str = "train", data_dir: str | None = None,
     """Opens an image dataset as an :class:`ImageSource`.
 
     Args:
-      name: a preset in :data:`DATASETS`, a ``.npz`` path, an image-folder
-        path, or any TFDS image dataset name (checked in that order).
-      split: ``"train"`` or ``"test"`` for ``digits``; any TFDS split
+      name: a preset in :data:`DATASETS`, ``stacked_<base>`` (Stacked MNIST,
+        :mod:`jaxgan.data.stacked`), a ``.npz`` path, an image-folder path, or
+        any TFDS image dataset name (checked in that order).
+      split: ``"train"`` or ``"test"`` for ``digits`` (and ``stacked_<base>``:
+        the base's split); any TFDS split
         (e.g. ``"train[:90%]"``) for TFDS; must be ``"train"`` for ``.npz``
         files and image folders, which have a single split.
       data_dir: TFDS data directory (default: TFDS's own default). Never
@@ -354,6 +360,9 @@ def make_source(name: str, split: str = "train", data_dir: str | None = None,
         with np.load(_ASSETS / "digits.npz") as z:
             part = slice(None, _DIGITS_TRAIN) if split == "train" else slice(_DIGITS_TRAIN, None)
             return ArraySource("digits", z["images"][part], z["labels"][part], 10, **kwargs)
+    if name.startswith("stacked_") and not is_file_source:  # Stacked MNIST and friends.
+        from jaxgan.data import stacked  # stacked.py imports this module.
+        return stacked.make_stacked_source(name, split, data_dir, **kwargs)
     if is_file_source and name.endswith(".npz"):
         if not os.path.isfile(name):
             raise DataError(f"npz file {name} does not exist")
