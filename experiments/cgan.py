@@ -17,6 +17,12 @@ classifier trained on real data (--classifier_workdir, from
 experiments/train_classifier.py) and writes label_accuracy.json: the fraction
 classified as the requested class, per-class accuracies, the confusion matrix,
 class coverage and the Fréchet classifier distance to real train images.
+
+With --eval_every=N the run is also evaluated every N iterations (FCD, KID,
+precision/recall in the classifier's feature space and label accuracy, on
+--eval_per_class samples per class; lines of eval.jsonl), and with
+--best_metric (e.g. label_accuracy or fcd) the best state so far is kept in
+checkpoints_best/ for `experiments/evaluate.py --step=best`.
 """
 
 from __future__ import annotations
@@ -26,18 +32,16 @@ import time
 
 import jax
 import numpy as np
-import optax
 from absl import flags, logging
 
 from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import cli, conditional, experiment_utils, losses, parallel, steps, trainer, viz
+from jaxgan import cli, conditional, evaluation, experiment_utils, losses, parallel, runs, steps, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.errors import CheckpointError, ConfigError
 from jaxgan.metrics import classifier as clf
 from jaxgan.metrics import features as features_lib
 from jaxgan.metrics import frechet
 from jaxgan.models import cgan
-from jaxgan.state import create_gan_state
 
 cli.define_common_flags(default_steps=10000, default_batch=64)
 flags.DEFINE_string("dataset", "digits", "Labelled dataset: digits (offline), mnist, fashion_mnist, cifar10, or "
@@ -79,28 +83,11 @@ flags.DEFINE_string("classifier_workdir", None,
                     "Classifier trained on the real --dataset by experiments/train_classifier.py (required).")
 flags.DEFINE_integer("eval_per_class", 100, "Samples per class for the final label accuracy.", lower_bound=1)
 flags.DEFINE_bool("eval_only", False, "Only evaluate the newest checkpoint in --workdir (no training).")
+experiment_utils.define_eval_flags(classifier=False)
 
 FLAGS = flags.FLAGS
-NAME = "cgan"
+NAME = runs.CGAN_NAME
 RESULTS_FILE = "label_accuracy.json"
-
-
-def make_optimizer(lr: float, updates_per_run: int) -> optax.GradientTransformation:
-    if FLAGS.lr_schedule == "linear_decay":
-        start = int(FLAGS.decay_start * updates_per_run)
-        lr = optax.linear_schedule(lr, 0.0, max(updates_per_run - start, 1), transition_begin=start)
-    if FLAGS.optimizer == "rmsprop":
-        return optax.rmsprop(lr)
-    return optax.adam(lr, b1=FLAGS.b1, b2=FLAGS.b2)
-
-
-def _ints(values):
-    if values is None:
-        return None
-    try:
-        return tuple(int(v) for v in values)
-    except ValueError:
-        raise ConfigError(f"hidden widths must be integers, got {','.join(values)}") from None
 
 
 def check_classifier(source: images_lib.ImageSource) -> dict:
@@ -111,15 +98,7 @@ def check_classifier(source: images_lib.ImageSource) -> dict:
                           f"real {FLAGS.dataset}; train it with "
                           f"`{clf.train_command(FLAGS.dataset, '/tmp/clf_' + FLAGS.dataset)}` and pass "
                           f"--classifier_workdir=/tmp/clf_{FLAGS.dataset}")
-    info = clf.read_classifier_info(workdir, FLAGS.dataset)
-    if (info["dataset"] != FLAGS.dataset or tuple(info["image_shape"]) != tuple(source.images_shape)
-            or info["num_classes"] != source.num_classes):
-        raise ConfigError(
-            f"the classifier in {os.path.abspath(workdir)} was trained on {info['dataset']} "
-            f"({tuple(info['image_shape'])}, {info['num_classes']} classes) but this run is {FLAGS.dataset} "
-            f"({tuple(source.images_shape)}, {source.num_classes} classes): train one with "
-            f"`{clf.train_command(FLAGS.dataset, '/tmp/clf_' + FLAGS.dataset)}`")
-    return info
+    return evaluation.check_classifier(workdir, FLAGS.dataset, source.images_shape, source.num_classes)
 
 
 def _features(extractor, images: np.ndarray) -> np.ndarray:
@@ -178,22 +157,15 @@ def main(argv):
         raise ConfigError(f"dataset {FLAGS.dataset!r} has no labels: a conditional GAN needs labelled data")
     classifier_info = check_classifier(source)
     num_classes, image_shape = source.num_classes, tuple(source.images_shape)
-    generator, discriminator = conditional.build_conditional_pair(
-        FLAGS.generator, FLAGS.discriminator, image_shape, num_classes,
-        g_overrides={"hidden": _ints(FLAGS.g_hidden), "width": FLAGS.g_width, "dropout": FLAGS.g_dropout},
-        d_overrides={"hidden": _ints(FLAGS.d_hidden), "width": FLAGS.d_width, "dropout": FLAGS.d_dropout})
-    config = steps.StepConfig(loss=FLAGS.loss, n_critic=FLAGS.n_critic, latent_dim=FLAGS.latent_dim,
-                              latent_dist=FLAGS.latent_dist, real_label=FLAGS.real_label,
-                              gp_weight=FLAGS.gp_weight, r1_weight=FLAGS.r1_weight, ema_decay=FLAGS.ema_decay,
-                              num_classes=num_classes, skip_nonfinite=FLAGS.skip_nonfinite)
+    run_flags = {**cli.resolved_flags(), "experiment": NAME}
+    config = runs.conditional_step_config(run_flags, num_classes)
     mesh = parallel.make_data_mesh(FLAGS.num_devices)
     parallel.check_batch_divisible(FLAGS.batch_size, mesh)
-    d_lr = FLAGS.lr if FLAGS.d_lr is None else FLAGS.d_lr
-    state = create_gan_state(seed=FLAGS.seed, generator=generator, discriminator=discriminator,
-                             g_tx=make_optimizer(FLAGS.lr, FLAGS.num_steps),
-                             d_tx=make_optimizer(d_lr, FLAGS.num_steps * FLAGS.n_critic),
-                             latent_dim=FLAGS.latent_dim, data_shape=image_shape, num_classes=num_classes,
-                             use_ema=FLAGS.ema_decay > 0)
+    state = runs.conditional_state(run_flags, image_shape, num_classes)
+    eval_fn, best_metric, best_mode = evaluation.training_eval(
+        run_flags, config, eval_every=0 if FLAGS.eval_only else FLAGS.eval_every,
+        best_metric=None if FLAGS.eval_only else FLAGS.best_metric, classifier_workdir=FLAGS.classifier_workdir,
+        num_samples=FLAGS.eval_per_class * num_classes)
     workdir = os.path.abspath(FLAGS.workdir)
     seed_key = jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), 0xC6A9)
     grid_key = jax.random.fold_in(seed_key, 1)
@@ -234,10 +206,12 @@ def main(argv):
                                            batch_sharding=parallel.batch_sharded(mesh, batch_axis=1))
         tconfig = trainer.TrainerConfig(workdir=workdir, num_steps=FLAGS.num_steps, log_every=FLAGS.log_every,
                                         checkpoint_every=FLAGS.checkpoint_every,
-                                        sample_every=FLAGS.sample_every, keep_checkpoints=FLAGS.keep_checkpoints)
+                                        sample_every=FLAGS.sample_every, keep_checkpoints=FLAGS.keep_checkpoints,
+                                        eval_every=FLAGS.eval_every)
         try:
             state = trainer.fit(name=NAME, state=state, train_step=train_step, data=data, config=tconfig,
-                                run_flags=cli.resolved_flags(), mesh=mesh, sample_hook=sample_hook)
+                                run_flags=run_flags, mesh=mesh, sample_hook=sample_hook, eval_fn=eval_fn,
+                                best_metric=best_metric, best_mode=best_mode)
         finally:
             data.close()
     wall = time.perf_counter() - start

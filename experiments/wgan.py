@@ -17,14 +17,13 @@ import time
 
 import jax
 import numpy as np
-import optax
 from absl import flags, logging
 
-from jaxgan import cli, losses, multiseed, parallel, regularizers, steps, trainer, viz
+from jaxgan import cli, losses, multiseed, parallel, steps, trainer, viz
+from jaxgan import runs as runs_lib
 from jaxgan.data import toy
 from jaxgan.errors import ConfigError
 from jaxgan.metrics import modes
-from jaxgan.models.mlp import ToyCritic, ToyGenerator
 from jaxgan.state import create_gan_state
 
 cli.define_common_flags(default_steps=20000, default_batch=256)
@@ -57,17 +56,7 @@ flags.DEFINE_integer("num_seeds", 1, "Independent runs with seeds --seed .. --se
                      "vmapped compiled step (jaxgan.multiseed); run k equals a --seed=seed+k run.", lower_bound=1)
 
 FLAGS = flags.FLAGS
-NAME = "wgan_toy"
-
-
-def make_optimizer(updates_per_run: int) -> optax.GradientTransformation:
-  lr = FLAGS.lr
-  if FLAGS.lr_schedule == "linear_decay":
-    start = int(FLAGS.decay_start * updates_per_run)
-    lr = optax.linear_schedule(FLAGS.lr, 0.0, max(updates_per_run - start, 1), transition_begin=start)
-  if FLAGS.optimizer == "rmsprop":
-    return optax.rmsprop(lr)
-  return optax.adam(lr, b1=FLAGS.b1, b2=FLAGS.b2)
+NAME = runs_lib.TOY_NAME
 
 
 def sample_points(state, config: steps.StepConfig, key: jax.Array, n: int, use_ema: bool) -> np.ndarray:
@@ -78,24 +67,15 @@ def sample_points(state, config: steps.StepConfig, key: jax.Array, n: int, use_e
 def main(argv):
   del argv
   mixture = toy.get_mixture(FLAGS.dataset)
-  config = steps.StepConfig(loss=FLAGS.loss, n_critic=FLAGS.n_critic, latent_dim=FLAGS.latent_dim,
-                            latent_dist=FLAGS.latent_dist, gp_weight=FLAGS.gp_weight,
-                            ema_decay=FLAGS.ema_decay, skip_nonfinite=FLAGS.skip_nonfinite,
-                            pack=FLAGS.pack)
+  run_flags = {**cli.resolved_flags(), "experiment": NAME}  # flags.json: experiments/evaluate.py rebuilds the run
+  config = runs_lib.toy_step_config(run_flags)
   mesh = parallel.make_data_mesh(FLAGS.num_devices)
   parallel.check_batch_divisible(FLAGS.batch_size, mesh)
   if FLAGS.batch_size % FLAGS.pack:
     raise ConfigError(f"--batch_size={FLAGS.batch_size} is not divisible by --pack={FLAGS.pack}")
 
-  g_tx = make_optimizer(FLAGS.num_steps)
-  d_tx = make_optimizer(FLAGS.num_steps * FLAGS.n_critic)
-  if FLAGS.clip_value:
-    d_tx = optax.chain(d_tx, regularizers.clip_weights(FLAGS.clip_value))
-  seeds = [FLAGS.seed + k for k in range(FLAGS.num_seeds)]
-  state_kwargs = dict(generator=ToyGenerator(hidden=FLAGS.g_width or FLAGS.width,
-                                            depth=FLAGS.g_depth or FLAGS.depth),
-                      discriminator=ToyCritic(hidden=FLAGS.width, depth=FLAGS.depth), g_tx=g_tx, d_tx=d_tx,
-                      latent_dim=FLAGS.latent_dim, data_shape=(2,), use_ema=FLAGS.ema_decay > 0, pack=FLAGS.pack)
+  seeds = runs_lib.toy_seeds(run_flags)
+  state_kwargs = runs_lib.toy_state_kwargs(run_flags)
   iterators = [toy.MixtureIterator(mixture, FLAGS.batch_size, s, n_critic=FLAGS.n_critic) for s in seeds]
   if FLAGS.num_seeds == 1:  # the single-seed path, unchanged
     state, data, batch_axis = create_gan_state(seed=FLAGS.seed, **state_kwargs), iterators[0], 1
@@ -132,7 +112,7 @@ def main(argv):
                                   keep_checkpoints=FLAGS.keep_checkpoints, skip_nonfinite=FLAGS.skip_nonfinite)
   start = time.perf_counter()
   state = trainer.fit(name=NAME, state=state, train_step=train_step, data=data, config=tconfig,
-                      run_flags=cli.resolved_flags(), mesh=mesh, batch_axis=batch_axis, sample_hook=sample_hook)
+                      run_flags=run_flags, mesh=mesh, batch_axis=batch_axis, sample_hook=sample_hook)
   wall = time.perf_counter() - start
 
   # ---------------------------------------------------------------- final evaluation

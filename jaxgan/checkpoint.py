@@ -146,6 +146,13 @@ def _orbax_errors_summarised() -> Iterator[None]:
     logger.handle(record)
 
 
+class _DropReadOnlyNotice(logging_std.Filter):
+  """Drops orbax's warning that a manager is read-only (it is, on purpose, for every reader)."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return not ("/orbax/" in record.pathname and "read only" in record.getMessage())
+
+
 class _SlowTemporaryPath(ocp.path.atomicity.AtomicRenameTemporaryPath):
   """Testing only: orbax's atomic-rename directory with sleeps inside the write."""
 
@@ -167,18 +174,33 @@ class Checkpointer:
     max_to_keep: readable steps to keep; older ones are pruned after a save.
     corrupt_dir: where unreadable steps are moved (default: ``directory`` +
       ``_corrupt``).
+    read_only: only read (e.g. evaluating a run that may still be training):
+      the directory is neither created nor cleaned of another process's
+      half-written step; `save` is not allowed.
   """
 
-  def __init__(self, directory: str, *, max_to_keep: int = 3, corrupt_dir: str | None = None):
+  def __init__(self, directory: str, *, max_to_keep: int = 3, corrupt_dir: str | None = None,
+               read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self.corrupt_dir = os.path.abspath(corrupt_dir or self.directory + "_corrupt")
     self._trash = os.path.join(self.directory, TRASH_SUBDIR)
     slow = os.environ.get(SLOW_SAVE_ENV)
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
-        cleanup_tmp_directories=True, todelete_subdir=TRASH_SUBDIR,
-        temporary_path_class=_SlowTemporaryPath if slow else None)
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+    if read_only:
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None, save_interval_steps=0,
+                                             todelete_subdir=None, cleanup_tmp_directories=False,
+                                             enable_async_checkpointing=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+          cleanup_tmp_directories=True, todelete_subdir=TRASH_SUBDIR,
+          temporary_path_class=_SlowTemporaryPath if slow else None)
+    logger = logging_std.getLogger("absl")
+    quiet = _DropReadOnlyNotice()
+    logger.addFilter(quiet)
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+    finally:
+      logger.removeFilter(quiet)
 
   def _empty_trash(self) -> None:
     shutil.rmtree(self._trash, ignore_errors=True)
@@ -239,6 +261,46 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     return restored["state"]
 
+  def _check_signature(self, meta: dict, signature: str) -> None:
+    if meta.get("model_signature") != signature:
+      raise CheckpointError(
+          f"{self.directory} holds a checkpoint of a different model "
+          f"({meta.get('model_signature')!r}, this run is {signature!r}): "
+          "use a fresh --workdir or the flags that wrote it")
+
+  def delete(self, step: int) -> None:
+    """Removes checkpoint ``step`` (all processes must call it)."""
+    self._manager.delete(step)
+
+  def restore_step(self, step: int, target_state: Any, signature: str) -> tuple[Any, dict]:
+    """Restores checkpoint ``step`` exactly (no fallback to another step, nothing is moved).
+
+    The checks of `restore_latest` apply (model signature, state digest); any
+    failure, or a step the directory does not hold, is one `CheckpointError`.
+    """
+    steps = self.all_steps()
+    if step not in steps:
+      raise CheckpointError(f"no checkpoint step {step} in {self.directory} (it holds steps {steps})")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+    try:
+      meta = self.read_meta(step)
+    except Exception as e:  # noqa: BLE001 - an unreadable step is one clear error
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} is unreadable ({_one_line(e)})") from None
+    self._check_signature(meta, signature)
+    try:
+      state = self._restore_step(step, abstract)
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} is unreadable ({_one_line(e)})") from None
+    saved_digest = meta.get("state_digest")
+    digest = state_digest(state) if saved_digest is not None else None
+    if digest is not None and digest != saved_digest:
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} is corrupt: its state bytes do not "
+                            "match the digest saved with them")
+    states = meta.get("data_states")
+    if states is not None and len(states) == jax.process_count():
+      meta["data_state"] = states[jax.process_index()]
+    return state, meta
+
   def restore_latest(self, target_state: Any, signature: str) -> tuple[Any, dict] | None:
     """Restores the newest readable checkpoint into the structure (and sharding) of ``target_state``.
 
@@ -262,11 +324,7 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - any unreadable step falls back to the previous one
         failures.append((step, _one_line(e)))
         continue
-      if meta.get("model_signature") != signature:
-        raise CheckpointError(
-            f"{self.directory} holds a checkpoint of a different model "
-            f"({meta.get('model_signature')!r}, this run is {signature!r}): "
-            "use a fresh --workdir or the flags that wrote it")
+      self._check_signature(meta, signature)
       try:
         state = self._restore_step(step, abstract)
       except Exception as e:  # noqa: BLE001

@@ -37,8 +37,9 @@ def _fail(message: str, code: int) -> None:
   background event loop can leave failed write tasks behind whose "exception
   was never retrieved" reports would otherwise follow the error line.
   """
-  sys.stderr.write(f"error: {message}\n")
-  sys.stderr.flush()
+  stream = sys.stderr._stream if isinstance(sys.stderr, _DropClosedLoopTracebacks) else sys.stderr
+  stream.write(f"error: {message}\n")
+  stream.flush()
   sys.stdout.flush()
   devnull = os.open(os.devnull, os.O_WRONLY)
   os.dup2(devnull, 2)
@@ -53,6 +54,67 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _fail(" ".join(str(e).split()).removeprefix("ERROR:: "), 2)
 
 
+class _DropClosedLoopTracebacks:
+  """A stderr wrapper that drops tracebacks ending in ``RuntimeError: Event loop is closed``.
+
+  When a checkpoint write fails (a full disk), orbax closes the event loop of
+  that save while tensorstore still completes the other writes of it; each
+  completion callback then fails on the closed loop and Python prints its
+  traceback straight to stderr, around the one error line. Those reports carry
+  nothing for the user; every other line (and every other traceback) passes
+  through unchanged. Lines are passed on whole.
+  """
+
+  _END = "RuntimeError: Event loop is closed"
+
+  def __init__(self, stream):
+    self._stream = stream
+    self._line = ""
+    self._block: list[str] | None = None
+
+  def write(self, text: str) -> int:
+    self._line += text
+    while "\n" in self._line:
+      line, self._line = self._line.split("\n", 1)
+      self._take(line + "\n")
+    return len(text)
+
+  def _take(self, line: str) -> None:
+    if self._block is None:
+      if line.startswith("Traceback (most recent call last):"):
+        self._block = [line]
+      else:
+        self._stream.write(line)
+      return
+    self._block.append(line)
+    if line[:1] not in (" ", "\t"):  # the exception line closes the report
+      block, self._block = self._block, None
+      if line.strip() != self._END:
+        self._stream.write("".join(block))
+
+  def flush(self) -> None:
+    if self._block is None and self._line:
+      self._stream.write(self._line)
+      self._line = ""
+    self._stream.flush()
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
+class _DropOrbaxOrphanTasks(logging_std.Filter):
+  """Drops asyncio's "Task exception was never retrieved" for orbax write tasks.
+
+  After a failed checkpoint write (reported as one error line) the other write
+  tasks of that save fail too, and nobody awaits them any more.
+  """
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    if not str(record.msg).startswith("Task exception was never retrieved"):
+      return True
+    return "orbax" not in " ".join(str(a) for a in (record.args or ())) + str(record.getMessage())
+
+
 class _QuietLibraries(logging_std.Filter):
   """Drops INFO records that orbax logs for every save; warnings still pass."""
 
@@ -65,6 +127,9 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   def wrapped(argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    logging_std.getLogger("asyncio").addFilter(_DropOrbaxOrphanTasks())
+    if not isinstance(sys.stderr, _DropClosedLoopTracebacks):
+      sys.stderr = _DropClosedLoopTracebacks(sys.stderr)
     try:
       if "coordinator_address" in FLAGS:
         from jaxgan import parallel  # imported late: jax must not start before flags are parsed

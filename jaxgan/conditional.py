@@ -74,47 +74,14 @@ def build_conditional_pair(generator: str, discriminator: str, image_shape: tupl
     return g, d
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num_batches", "batch_size"))
-def _standing_stats(state: GANState, key: jax.Array, config: steps.StepConfig, num_batches: int,
-                    batch_size: int) -> Any:
-    params = state.sampling_params()
-    labels = jnp.arange(batch_size, dtype=jnp.int32) % config.num_classes  # balanced classes
-
-    def update(stats, z):
-        net = state.gen.replace(batch_stats=stats)
-        return steps.apply_net(net, params, z, labels, train=True, key=jax.random.PRNGKey(0))[1]
-
-    zeros = jax.tree.map(jnp.zeros_like, state.gen.batch_stats)
-    ones = jax.tree.map(jnp.ones_like, state.gen.batch_stats)
-    keys = jax.random.split(key, num_batches)
-    z0 = steps.sample_latent(keys[0], batch_size, config)
-    first = update(zeros, z0)
-    one_minus_m = jax.tree.map(lambda a, b: 1.0 - jnp.mean(b - a), first, update(ones, z0))
-
-    def body(total, k):
-        return jax.tree.map(jnp.add, total, update(zeros, steps.sample_latent(k, batch_size, config))), None
-
-    total, _ = jax.lax.scan(body, first, keys[1:])
-    return jax.tree.map(lambda t, c: t / (num_batches * c), total, one_minus_m)
-
-
 def sampling_state(state: GANState, config: steps.StepConfig, key: jax.Array, num_batches: int = 8,
                    batch_size: int = 250) -> GANState:
-    """The state to sample with: EMA parameters with BatchNorm statistics measured for them.
-
-    A generator's running BatchNorm statistics average the activations of the
-    *raw* parameters; sampled with EMA parameters they mismatch, so they are
-    re-measured ("standing statistics", Brock et al., 2019, BigGAN) on
-    ``num_batches`` batches of fresh z with class-balanced labels. One BatchNorm
-    update from r = 0 gives (1 - m) s(batch) and from r = 1 gives
-    m + (1 - m) s(batch), which yields the momentum m and hence the exact batch
-    statistic s; the result is the mean of s over the batches. Generators
-    without BatchNorm or without EMA are returned unchanged.
-    """
-    if not state.gen.batch_stats or state.ema_params is None or not config.num_classes:
+    """The state to sample with: EMA parameters with BatchNorm statistics measured for them on
+    ``num_batches`` batches of fresh z with class-balanced labels (`jaxgan.steps.standing_batch_stats`).
+    Generators without BatchNorm or without EMA, and unconditional configs, are returned unchanged."""
+    if not config.num_classes:
         return state
-    stats = _standing_stats(state, key, config, num_batches, batch_size)
-    return state.replace(gen=state.gen.replace(batch_stats=stats))
+    return steps.standing_batch_stats(state, config, key, num_batches, batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("use_ema",))

@@ -19,7 +19,9 @@ What lives here:
   the real-vs-fake pixel histogram and the loss curves.
 * `standing_batch_stats`: BatchNorm statistics recomputed for the parameters
   that are sampled with (the EMA ones), `evaluate`: pixel-space sample-quality
-  numbers, `train_image_gan`: the whole run.
+  numbers, `train_image_gan`: the whole run (with --eval_every / --best_metric:
+  periodic evaluation by `jaxgan.evaluation.training_eval` and the best
+  checkpoint in ``checkpoints_best/``; `define_eval_flags`).
 
 Every function that rebuilds the model takes a plain ``cfg`` dict of flag
 values (``cli.resolved_flags()`` during training, ``flags.json`` afterwards).
@@ -27,7 +29,6 @@ values (``cli.resolved_flags()`` during training, ``flags.json`` afterwards).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -116,6 +117,21 @@ def define_image_gan_flags(*, generator: str, discriminator: str, default_steps:
     flags.DEFINE_integer("grid_size", 10, "The sample grid is grid_size x grid_size images.", lower_bound=1)
     flags.DEFINE_integer("eval_samples", 1000, "Generated and real images for the histogram and evaluation.",
                          lower_bound=10)
+    define_eval_flags(classifier=True)
+
+
+def define_eval_flags(classifier: bool) -> None:
+    """--eval_every and --best_metric (and --classifier_workdir when ``classifier``): periodic evaluation."""
+    flags.DEFINE_integer("eval_every", 0, "Iterations between evaluations of the sampling generator (0: off); "
+                         "each appends one line to eval.jsonl (jaxgan.evaluation.training_eval).", lower_bound=0)
+    flags.DEFINE_string("best_metric", None, "With --eval_every: keep the checkpoint where this evaluation number "
+                        "is best in checkpoints_best/ (lower is better for fcd, kid, pixel_frechet_distance, "
+                        "pixel_kid; higher for precision, recall, density, coverage, label_accuracy); "
+                        "experiments/evaluate.py --step=best evaluates it.")
+    if classifier:
+        flags.DEFINE_string("classifier_workdir", None, "Classifier of experiments/train_classifier.py for "
+                            "--eval_every: FCD, KID and precision/recall in its feature space (without it they are "
+                            "computed on pixels: pixel_frechet_distance, pixel_kid, pixel_precision, ...).")
 
 
 # ---------------------------------------------------------------------------- data
@@ -356,47 +372,10 @@ def create_state(cfg: Mapping[str, Any], gen, disc, image_shape, abstract: bool 
 # ---------------------------------------------------------------------------- sampling
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num_batches", "batch_size"))
-def _standing_stats(state: GANState, key: jax.Array, config: steps.StepConfig, num_batches: int,
-                    batch_size: int):
-    params = state.sampling_params()
-
-    def update(stats, z):
-        net = state.gen.replace(batch_stats=stats)
-        return steps.apply_net(net, params, z, None, train=True, key=jax.random.PRNGKey(0))[1]
-
-    zeros = jax.tree.map(jnp.zeros_like, state.gen.batch_stats)
-    ones = jax.tree.map(jnp.ones_like, state.gen.batch_stats)
-    keys = jax.random.split(key, num_batches)
-    z0 = steps.sample_latent(keys[0], batch_size, config)
-    first = update(zeros, z0)
-    momentum = jax.tree.map(lambda a, b: jnp.mean(b - a), first, update(ones, z0))
-
-    def body(total, k):
-        return jax.tree.map(jnp.add, total, update(zeros, steps.sample_latent(k, batch_size, config))), None
-
-    total, _ = jax.lax.scan(body, first, keys[1:])
-    return jax.tree.map(lambda t, m: t / (num_batches * (1.0 - m)), total, momentum)
-
-
 def standing_batch_stats(state: GANState, config: steps.StepConfig, key: jax.Array,
                          num_batches: int = 8, batch_size: int = 256) -> GANState:
-    """Replaces the generator's BatchNorm running statistics by ones measured with the sampling params.
-
-    The running statistics are averages of activations of the *raw*
-    generator; with EMA parameters the activations differ, so sampling with EMA
-    weights and those statistics mismatches (hence the "standing statistics" of
-    Brock et al., 2019, BigGAN). Here they are remeasured exactly: BatchNorm
-    updates r <- m r + (1 - m) s(batch), so starting from r = 0 one update gives
-    (1 - m) s and starting from r = 1 gives m + (1 - m) s; the difference is the
-    momentum m of each statistic. Then s(batch_k) = update_from_0 / (1 - m),
-    averaged over ``num_batches`` batches of fresh z (one compiled program). A
-    generator without BatchNorm, or without EMA, is returned unchanged.
-    """
-    if not state.gen.batch_stats or state.ema_params is None:
-        return state
-    stats = _standing_stats(state, key, config, num_batches, batch_size)
-    return state.replace(gen=state.gen.replace(batch_stats=stats))
+    """`jaxgan.steps.standing_batch_stats`: BatchNorm statistics re-measured for the EMA parameters."""
+    return steps.standing_batch_stats(state, config, key, num_batches, batch_size)
 
 
 _generate = jax.jit(steps.generate, static_argnames=("use_ema", "train"))
@@ -535,6 +514,10 @@ def run_image_gan(name: str, flag_values: Mapping[str, Any]) -> dict:
     if cfg["batch_size"] > len(source):
         raise ConfigError(f"--batch_size={cfg['batch_size']} exceeds the {len(source)} images of "
                           f"{cfg['dataset']}")
+    from jaxgan import evaluation  # imports this module
+    eval_fn, best_metric, best_mode = evaluation.training_eval(
+        cfg, config, eval_every=cfg.get("eval_every", 0), best_metric=cfg.get("best_metric"),
+        classifier_workdir=cfg.get("classifier_workdir"), num_samples=min(cfg["eval_samples"], len(source)))
     data = make_batches(source, cfg)
     real, _ = reference_images(source, min(cfg["eval_samples"], len(source)), cfg["seed"])
     state = create_state(cfg, gen, disc, image_shape)
@@ -547,12 +530,13 @@ def run_image_gan(name: str, flag_values: Mapping[str, Any]) -> dict:
     workdir = os.path.abspath(cfg["workdir"])
     tconfig = trainer.TrainerConfig(workdir=workdir, num_steps=cfg["num_steps"], log_every=cfg["log_every"],
                                     checkpoint_every=cfg["checkpoint_every"], sample_every=cfg["sample_every"],
-                                    keep_checkpoints=cfg["keep_checkpoints"])
+                                    keep_checkpoints=cfg["keep_checkpoints"], eval_every=cfg.get("eval_every", 0))
     hook = SampleWriter(workdir, name, cfg, config, real)
     start = time.perf_counter()
     try:
         state = trainer.fit(name=name, state=state, train_step=train_step, data=data, config=tconfig,
-                            run_flags=cfg, mesh=mesh, sample_hook=hook)
+                            run_flags=cfg, mesh=mesh, sample_hook=hook, eval_fn=eval_fn, best_metric=best_metric,
+                            best_mode=best_mode)
     finally:
         data.close()
     wall = time.perf_counter() - start
@@ -576,9 +560,11 @@ def run_image_gan(name: str, flag_values: Mapping[str, Any]) -> dict:
 # ---------------------------------------------------------------------------- restoring a run
 
 
-def load_run(workdir: str) -> tuple[GANState, dict, steps.StepConfig, tuple[int, int, int]]:
-    """Rebuilds the model of a finished (or running) run from ``flags.json`` and restores its newest
-    checkpoint with `jaxgan.checkpoint.Checkpointer`. Returns (state, cfg, step config, image shape)."""
+def load_run(workdir: str, step: str | int = "latest") -> tuple[GANState, dict, steps.StepConfig,
+                                                                tuple[int, int, int]]:
+    """Rebuilds the model of a finished (or running) run from ``flags.json`` and restores a checkpoint:
+    ``step`` is "latest" (the newest readable one), "best" (``checkpoints_best/``, see --best_metric) or a
+    step number (`jaxgan.trainer.restore_checkpoint`). Returns (state, cfg, step config, image shape)."""
     workdir = os.path.abspath(workdir)
     path = os.path.join(workdir, "flags.json")
     if not os.path.exists(path):
@@ -594,11 +580,6 @@ def load_run(workdir: str) -> tuple[GANState, dict, steps.StepConfig, tuple[int,
         _, image_shape = open_dataset(cfg)
     gen, disc = build_models(cfg, image_shape)
     target = create_state(cfg, gen, disc, image_shape, abstract=True)
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-    try:
-        restored = checkpointer.restore_latest(target, checkpoint_lib.model_signature(cfg["experiment"], target))
-    finally:
-        checkpointer.close()
-    if restored is None:
-        raise CheckpointError(f"no checkpoint in {workdir}/checkpoints yet")
-    return restored[0], cfg, step_config(cfg), image_shape
+    state, _ = trainer.restore_checkpoint(workdir, target, checkpoint_lib.model_signature(cfg["experiment"], target),
+                                          step)
+    return state, cfg, step_config(cfg), image_shape

@@ -156,6 +156,51 @@ def generate(state: GANState, z: Array, labels: Array | None = None, *, use_ema:
   return out
 
 
+@functools.partial(jax.jit, static_argnames=("config", "num_batches", "batch_size"))
+def _standing_stats(state: GANState, key: Array, config: StepConfig, num_batches: int, batch_size: int) -> Any:
+  params = state.sampling_params()
+  labels = (jnp.arange(batch_size, dtype=jnp.int32) % config.num_classes  # balanced classes
+            if config.num_classes else None)
+
+  def update(stats, z):
+    net = state.gen.replace(batch_stats=stats)
+    return apply_net(net, params, z, labels, train=True, key=jax.random.PRNGKey(0))[1]
+
+  zeros = jax.tree.map(jnp.zeros_like, state.gen.batch_stats)
+  ones = jax.tree.map(jnp.ones_like, state.gen.batch_stats)
+  keys = jax.random.split(key, num_batches)
+  z0 = sample_latent(keys[0], batch_size, config)
+  first = update(zeros, z0)
+  momentum = jax.tree.map(lambda a, b: jnp.mean(b - a), first, update(ones, z0))
+
+  def body(total, k):
+    return jax.tree.map(jnp.add, total, update(zeros, sample_latent(k, batch_size, config))), None
+
+  total, _ = jax.lax.scan(body, first, keys[1:])
+  return jax.tree.map(lambda t, m: t / (num_batches * (1.0 - m)), total, momentum)
+
+
+def standing_batch_stats(state: GANState, config: StepConfig, key: Array, num_batches: int = 8,
+                         batch_size: int = 256) -> GANState:
+  """Replaces the generator's BatchNorm running statistics by ones measured with the sampling params.
+
+  The running statistics average activations of the *raw* generator; with EMA
+  parameters the activations differ, so sampling with EMA weights and those
+  statistics mismatches (hence the "standing statistics" of Brock et al., 2019,
+  BigGAN). They are re-measured exactly: BatchNorm updates
+  r <- m r + (1 - m) s(batch), so one update from r = 0 gives (1 - m) s and one
+  from r = 1 gives m + (1 - m) s; their difference is the momentum m of each
+  statistic. Then s(batch_k) = update_from_0 / (1 - m), averaged over
+  ``num_batches`` batches of fresh z (class-balanced labels for a conditional
+  ``config``), in one compiled program. A generator without BatchNorm, or
+  without EMA, is returned unchanged.
+  """
+  if not state.gen.batch_stats or state.ema_params is None:
+    return state
+  stats = _standing_stats(state, key, config, num_batches, batch_size)
+  return state.replace(gen=state.gen.replace(batch_stats=stats))
+
+
 def _all_finite(*trees: Any) -> Array:
   leaves = [jnp.all(jnp.isfinite(x)) for t in trees for x in jax.tree.leaves(t)]
   return jnp.all(jnp.stack(leaves))

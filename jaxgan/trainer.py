@@ -23,7 +23,19 @@
   `StorageError` / `CheckpointError` line; older checkpoints stay readable;
 * multi-process: every process runs `fit` (collectives and orbax saves need all
   of them); only process 0 writes metrics, flags.json and JSON reports;
-* hooks: ``sample_hook(state, step)`` writes figures every ``sample_every``.
+* hooks: ``sample_hook(state, step)`` writes figures every ``sample_every``;
+* evaluation: ``eval_fn(state, step) -> {name: number}`` runs every
+  ``eval_every`` iterations and at the end, after the NaN check and before that
+  step's checkpoint; each result is one line of ``eval.jsonl`` (dropped on
+  resume like the metrics after the restored step). With ``best_metric`` the
+  state with the best value so far (strictly lower for ``best_mode="min"``,
+  higher for ``"max"``; NaN never wins) is also saved to
+  ``checkpoints_best/`` (its own `Checkpointer`, one step kept, the value in
+  its meta). The rolling ``checkpoints/`` used for resuming are untouched, and
+  a resumed run reads the best value back from that meta, so it keeps
+  comparing against it. ``eval_fn`` must not draw from the training key
+  stream (use fixed keys of its own): training then resumes bit for bit with
+  or without evaluation.
 """
 
 from __future__ import annotations
@@ -41,9 +53,11 @@ from absl import logging
 
 from jaxgan import checkpoint as checkpoint_lib
 from jaxgan import parallel
-from jaxgan.errors import ConfigError, NonFiniteError, StorageError
+from jaxgan.errors import CheckpointError, ConfigError, NonFiniteError, StorageError
 
 METRICS_FILE = "metrics.jsonl"
+EVAL_FILE = "eval.jsonl"
+BEST_DIR = "checkpoints_best"
 NONFINITE_FILE = "nonfinite_metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "checkpoints_corrupt"
@@ -51,7 +65,8 @@ CORRUPT_DIR = "checkpoints_corrupt"
 
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
-  """How long to train and how often to log, checkpoint and draw figures."""
+  """How long to train and how often to log, checkpoint, draw figures and evaluate (``eval_every``, 0: only
+  at the end, when `fit` is given an ``eval_fn``)."""
 
   workdir: str
   num_steps: int
@@ -60,10 +75,13 @@ class TrainerConfig:
   sample_every: int = 0
   keep_checkpoints: int = 3
   skip_nonfinite: bool = False
+  eval_every: int = 0
 
   def __post_init__(self):
     if self.num_steps < 0:
       raise ConfigError(f"num_steps must be >= 0, got {self.num_steps}")
+    if self.eval_every < 0:
+      raise ConfigError(f"eval_every must be >= 0 (0: only at the end), got {self.eval_every}")
     for name in ("log_every", "checkpoint_every"):
       if getattr(self, name) < 1:
         raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -102,8 +120,8 @@ class _MetricsWriter:
   writes; other processes get a writer that does nothing.
   """
 
-  def __init__(self, workdir: str, resume_step: int):
-    self.path = os.path.join(workdir, METRICS_FILE)
+  def __init__(self, workdir: str, resume_step: int, filename: str = METRICS_FILE, tensorboard: bool = True):
+    self.path = os.path.join(workdir, filename)
     self._file = self._tb = None
     if jax.process_index() != 0:
       return
@@ -117,6 +135,8 @@ class _MetricsWriter:
           f.writelines(kept)
         os.replace(tmp, self.path)
     self._file = open(self.path, "a")
+    if not tensorboard:
+      return
     try:
       from tensorboardX import SummaryWriter  # optional
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -167,9 +187,60 @@ def _to_python(value: Any) -> Any:
   return float(value)
 
 
+def read_best(workdir: str) -> dict | None:
+  """The meta of the best checkpoint in ``workdir/checkpoints_best`` (None when there is none).
+
+  It holds ``step``, ``best_metric``, ``best_mode``, ``best_value``, the
+  evaluation record of that step (``eval``) and the run's flags.
+  """
+  directory = os.path.join(os.path.abspath(workdir), BEST_DIR)
+  if not os.path.isdir(directory):
+    return None
+  checkpointer = checkpoint_lib.Checkpointer(directory, max_to_keep=1, read_only=True)
+  try:
+    step = checkpointer.latest_step()
+    return None if step is None else checkpointer.read_meta(step)
+  except Exception as e:  # noqa: BLE001 - an unreadable meta is one clear error
+    raise CheckpointError(f"the best checkpoint in {directory} is unreadable ({checkpoint_lib._one_line(e)}): "
+                          f"move {directory} away to start a new best") from None
+  finally:
+    checkpointer.close()
+
+
+def restore_checkpoint(workdir: str, target: Any, signature: str,
+                       step: str | int = "latest") -> tuple[Any, dict]:
+  """Restores a checkpoint of the run in ``workdir`` into the structure of ``target``.
+
+  ``step`` is ``"latest"`` (the newest readable step of ``checkpoints/``, as a
+  resumed run would), ``"best"`` (the one step of ``checkpoints_best/``, see
+  `fit`'s ``best_metric``) or an int (that step of ``checkpoints/``). Returns
+  (state, meta); raises `CheckpointError` with the reason when there is no
+  such checkpoint.
+  """
+  workdir = os.path.abspath(workdir)
+  directory = os.path.join(workdir, BEST_DIR if step == "best" else CHECKPOINT_DIR)
+  missing = (f"{workdir} has no best checkpoint (nothing in {BEST_DIR}/): train with --eval_every=N "
+             "--best_metric=NAME, or choose --step=latest" if step == "best" else f"no checkpoint in {directory} yet")
+  if not os.path.isdir(directory):
+    raise CheckpointError(missing)
+  # Read-only: the run may still be training (its half-written steps are not ours to clean up).
+  checkpointer = checkpoint_lib.Checkpointer(directory, max_to_keep=1 if step == "best" else 1000, read_only=True)
+  try:
+    if step in ("latest", "best"):
+      restored = checkpointer.restore_latest(target, signature)
+      if restored is None:
+        raise CheckpointError(missing)
+      return restored
+    return checkpointer.restore_step(int(step), target, signature)
+  finally:
+    checkpointer.close()
+
+
 def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: TrainerConfig,
         run_flags: dict | None = None, mesh=None, batch_axis: int = 1,
-        sample_hook: Callable[[Any, int], None] | None = None) -> Any:
+        sample_hook: Callable[[Any, int], None] | None = None,
+        eval_fn: Callable[[Any, int], dict] | None = None, best_metric: str | None = None,
+        best_mode: str = "min") -> Any:
   """Trains ``state`` to ``config.num_steps`` iterations, resuming from ``workdir``.
 
   Args:
@@ -185,10 +256,21 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
       carry a leading n_critic axis).
     sample_hook: called as ``sample_hook(state, step)`` every ``sample_every``
       iterations and at the end.
+    eval_fn: called as ``eval_fn(state, step) -> {name: number}`` every
+      ``config.eval_every`` iterations (0: only at the end) and at the end;
+      every result is appended to ``eval.jsonl``. It must not change ``state``
+      nor use the training keys.
+    best_metric: a name in ``eval_fn``'s result: the state where it is best
+      is kept in ``checkpoints_best/``.
+    best_mode: ``"min"`` (lower is better) or ``"max"``.
 
   Returns:
     The final state.
   """
+  if best_mode not in ("min", "max"):
+    raise ConfigError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
+  if best_metric is not None and eval_fn is None:
+    raise ConfigError(f"best_metric={best_metric!r} needs an eval_fn (and eval_every) to compute it")
   skip_nonfinite = config.skip_nonfinite or bool((run_flags or {}).get("skip_nonfinite", False))
   primary = jax.process_index() == 0
   # ---------------------------------------------------------------- workdir, mesh, checkpoint
@@ -213,12 +295,51 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
   start_step = int(checkpoint_lib.host_value(state.step))
   last_good_checkpoint = start_step if restored is not None else None
   run_flags = dict(run_flags or {})
+  best_checkpointer, best = None, None
+  if best_metric is not None:
+    best_checkpointer, best = _open_best(workdir, signature, best_metric, best_mode, checkpointer)
 
   def save(step: int, st: Any) -> None:
     nonlocal last_good_checkpoint
     meta = {"model_signature": signature, "step": step, "flags": run_flags}
     checkpointer.save(step, st, meta, data_state=data.get_state())
     last_good_checkpoint = step
+
+  # ---------------------------------------------------------------- evaluation
+  eval_writer = None
+
+  def evaluate(step: int, st: Any) -> None:
+    nonlocal best
+    start = time.perf_counter()
+    numbers = eval_fn(st, step)
+    record = {"step": step, **{k: _to_python(v) for k, v in numbers.items()},
+              "eval_sec": time.perf_counter() - start}
+    eval_writer.write(record)
+    shown = " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("step", "eval_sec")
+                     and isinstance(v, float) and not k.endswith("_std"))
+    logging.info("%s eval step %d | %s", name, step, shown)
+    if best_checkpointer is None:
+      return
+    if best_metric not in numbers:
+      raise ConfigError(f"best_metric {best_metric!r} is not among the evaluation's numbers "
+                        f"({', '.join(sorted(numbers))})")
+    value = float(record[best_metric])
+    improved = bool(np.isfinite(value)) and (best is None or (value < best["value"] if best_mode == "min"
+                                                              else value > best["value"]))
+    if jax.process_count() > 1:  # one decision for all processes (the save is collective)
+      from jax.experimental import multihost_utils
+      improved = bool(multihost_utils.broadcast_one_to_all(np.asarray(improved)))
+    if not improved:
+      return
+    if step in best_checkpointer.all_steps():  # replayed after a resume on hardware that differs in the bits
+      best_checkpointer.delete(step)
+    meta = {"model_signature": signature, "step": step, "flags": run_flags, "best_metric": best_metric,
+            "best_mode": best_mode, "best_value": value, "eval": record}
+    best_checkpointer.save(step, st, meta)
+    previous = "" if best is None else f" (was {best['value']:.6g} at step {best['step']})"
+    logging.info("%s: new best %s %.6g at step %d%s, saved to %s", name, best_metric, value, step, previous,
+                 best_checkpointer.directory)
+    best = {"value": value, "step": step}
 
   # ---------------------------------------------------------------- loop
   writer = None
@@ -279,14 +400,19 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
     if primary:
       checkpoint_lib.dump_json(os.path.join(workdir, "flags.json"), run_flags)
     writer = _MetricsWriter(workdir, start_step)
+    if eval_fn is not None:
+      eval_writer = _MetricsWriter(workdir, start_step, filename=EVAL_FILE, tensorboard=False)
     while step < config.num_steps:
       batch = parallel.put_batch(next(data), mesh, batch_axis)
       state, metrics = train_step(state, batch)
       step += 1
       pending.append((step, metrics))
       at_end = step == config.num_steps
-      if step % config.log_every == 0 or step % config.checkpoint_every == 0 or at_end:
+      eval_now = eval_fn is not None and ((config.eval_every and step % config.eval_every == 0) or at_end)
+      if step % config.log_every == 0 or step % config.checkpoint_every == 0 or at_end or eval_now:
         flush(step, state)
+      if eval_now:  # before this step's checkpoint: a resumed run never misses an evaluation
+        evaluate(step, state)
       if step % config.checkpoint_every == 0 or at_end:
         save(step, state)
       if sample_hook is not None and ((config.sample_every and step % config.sample_every == 0) or at_end):
@@ -301,10 +427,43 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
     raise StorageError(f"could not write {e.filename or workdir} at iteration {step} ({_os_reason(e)}); "
                        f"{last}: free space or fix the directory and rerun the same command to resume") from None
   finally:
-    if writer is not None:
-      writer.close()
+    for w in (writer, eval_writer):
+      if w is not None:
+        w.close()
     checkpointer.close()
+    if best_checkpointer is not None:
+      best_checkpointer.close()
   return state
+
+
+def _open_best(workdir: str, signature: str, best_metric: str, best_mode: str,
+               checkpointer: checkpoint_lib.Checkpointer) -> tuple[checkpoint_lib.Checkpointer, dict | None]:
+  """The best-checkpoint manager and the best so far ({"value", "step"}, None for a new run).
+
+  A best checkpoint of another model, or one chosen by another metric or mode,
+  is one clear error (nothing is changed); ``checkpointer`` is closed then.
+  """
+  directory = os.path.join(workdir, BEST_DIR)
+  try:
+    meta = read_best(workdir)
+    if meta is not None:
+      if meta.get("model_signature") != signature:
+        raise CheckpointError(f"{directory} holds the best checkpoint of a different model "
+                              f"({meta.get('model_signature')!r}, this run is {signature!r}): use a fresh "
+                              "--workdir or the flags that wrote it")
+      if (meta.get("best_metric"), meta.get("best_mode")) != (best_metric, best_mode):
+        raise ConfigError(f"{directory} keeps the best by {meta.get('best_metric')} ({meta.get('best_mode')}), "
+                          f"this run asks for {best_metric} ({best_mode}): use the same --best_metric, or move "
+                          f"{directory} away to start a new best")
+    best_checkpointer = checkpoint_lib.Checkpointer(directory, max_to_keep=1,
+                                                    corrupt_dir=os.path.join(workdir, BEST_DIR + "_corrupt"))
+  except BaseException:
+    checkpointer.close()
+    raise
+  if meta is None:
+    return best_checkpointer, None
+  logging.info("best %s so far: %.6g at step %d (%s)", best_metric, meta["best_value"], meta["step"], directory)
+  return best_checkpointer, {"value": float(meta["best_value"]), "step": int(meta["step"])}
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -363,3 +363,13 @@ def test_mixture_helpers():
     # A collapsed sampler (one mode only) is detected.
     collapsed = jnp.asarray(ring.means[:1]) + 0.002 * jax.random.normal(jax.random.PRNGKey(1), (500, 2))
     assert modes.mode_metrics(np.asarray(collapsed), ring.means, 0.01).modes_captured == 1
+
+
+def test_confident_fraction_counts_top_probabilities_above_threshold():
+    from jaxgan.metrics.classifier import confident_fraction
+
+    logits = np.array([[10.0, 0.0], [0.0, 0.0], [0.0, 3.0], [1.0, 0.0], [0.0, -5.0]], np.float32)
+    fn = lambda x: jnp.asarray(x).reshape(len(x), 2)  # noqa: E731 - "images" are their own logits
+    # softmax maxima: 0.99995, 0.5, 0.9526, 0.731, 0.9933 -> 3 of 5 above 0.9, in batches of 2 (padded)
+    assert confident_fraction(fn, logits, 0.9, batch_size=2) == pytest.approx(3 / 5)
+    assert confident_fraction(fn, logits, 0.99, batch_size=2) == pytest.approx(2 / 5)

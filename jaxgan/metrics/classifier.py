@@ -481,6 +481,22 @@ def predict(logits_fn: LogitsFn, images: np.ndarray, batch_size: int = 500) -> n
     return np.concatenate(out) if out else np.zeros((0,), np.int64)
 
 
+def confident_fraction(logits_fn: LogitsFn, images: np.ndarray, threshold: float = 0.9,
+                       batch_size: int = 500) -> float:
+    """Share of images whose top class probability exceeds ``threshold``:
+    (1/N) sum_i 1[max_k softmax(f(x_i))_k > threshold], in fixed-size batches."""
+    images = np.asarray(images)
+    hits = 0
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        valid = len(chunk)
+        if valid < batch_size:
+            chunk = np.concatenate([chunk, np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)])
+        top = np.asarray(jnp.max(jax.nn.softmax(logits_fn(jnp.asarray(chunk)), axis=-1), axis=-1))[:valid]
+        hits += int(np.sum(top > threshold))
+    return hits / max(len(images), 1)
+
+
 def label_accuracy(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndarray, num_classes: int,
                    batch_size: int = 500) -> dict:
     """How often the classifier's prediction equals the requested label.
