@@ -32,10 +32,11 @@ FLAGS = flags.FLAGS
 def _fail(message: str, code: int) -> None:
   """Writes the one error line and exits with ``code``.
 
-  Interpreter teardown still runs (atexit handlers, file closing), but with
-  stderr pointed at /dev/null: after a failed checkpoint write, orbax's
-  background event loop can leave failed write tasks behind whose "exception
-  was never retrieved" reports would otherwise follow the error line.
+  The line goes to the real stream, past `_DropClosedLoopTracebacks`, so no
+  half-printed report can swallow it. Interpreter teardown still runs (atexit
+  handlers, file closing), but with stderr pointed at /dev/null: after a failed
+  checkpoint write, orbax's background event loop can leave failed write tasks
+  behind whose reports would otherwise follow the error line.
   """
   stream = sys.stderr._stream if isinstance(sys.stderr, _DropClosedLoopTracebacks) else sys.stderr
   stream.write(f"error: {message}\n")
@@ -112,7 +113,7 @@ class _DropOrbaxOrphanTasks(logging_std.Filter):
   def filter(self, record: logging_std.LogRecord) -> bool:
     if not str(record.msg).startswith("Task exception was never retrieved"):
       return True
-    return "orbax" not in " ".join(str(a) for a in (record.args or ())) + str(record.getMessage())
+    return "orbax" not in record.getMessage()  # the message names the task's coroutine and its file
 
 
 class _QuietLibraries(logging_std.Filter):
