@@ -44,21 +44,29 @@ from jaxgan.metrics import frechet
 from jaxgan.models import cgan
 
 cli.define_common_flags(default_steps=10000, default_batch=64)
-flags.DEFINE_string("dataset", "digits", "Labelled dataset: digits (offline), mnist, fashion_mnist, cifar10, or "
-                    "any name jaxgan.data.images.make_source accepts.")
+flags.DEFINE_string(
+  "dataset",
+  "digits",
+  "Labelled dataset: digits (offline), mnist, fashion_mnist, cifar10, or "
+  "any name jaxgan.data.images.make_source accepts.",
+)
 flags.DEFINE_string("data_dir", None, "TFDS data directory (never downloaded into).")
 flags.DEFINE_enum("generator", "cgan_mlp", sorted(cgan.GENERATORS), "Conditional generator.")
 flags.DEFINE_enum("discriminator", "cgan_mlp", sorted(cgan.DISCRIMINATORS), "Conditional discriminator.")
 flags.DEFINE_list("g_hidden", None, "Hidden widths of an MLP generator (default: the model's).")
 flags.DEFINE_list("d_hidden", None, "Hidden widths of an MLP discriminator (default: the model's).")
-flags.DEFINE_integer("g_width", None, "Base channels of a convolutional generator (default: the model's).",
-                     lower_bound=1)
-flags.DEFINE_integer("d_width", None, "Base channels of a convolutional discriminator (default: the model's).",
-                     lower_bound=1)
-flags.DEFINE_float("g_dropout", None, "Generator dropout rate (default: the model's).", lower_bound=0.0,
-                   upper_bound=0.99)
-flags.DEFINE_float("d_dropout", None, "Discriminator dropout rate (default: the model's).", lower_bound=0.0,
-                   upper_bound=0.99)
+flags.DEFINE_integer(
+  "g_width", None, "Base channels of a convolutional generator (default: the model's).", lower_bound=1
+)
+flags.DEFINE_integer(
+  "d_width", None, "Base channels of a convolutional discriminator (default: the model's).", lower_bound=1
+)
+flags.DEFINE_float(
+  "g_dropout", None, "Generator dropout rate (default: the model's).", lower_bound=0.0, upper_bound=0.99
+)
+flags.DEFINE_float(
+  "d_dropout", None, "Discriminator dropout rate (default: the model's).", lower_bound=0.0, upper_bound=0.99
+)
 flags.DEFINE_enum("loss", "non_saturating", sorted(losses.LOSSES), "Adversarial loss.")
 flags.DEFINE_integer("n_critic", 1, "Discriminator updates per generator update.", lower_bound=1)
 flags.DEFINE_float("real_label", 1.0, "Target for real samples (0.9: one-sided label smoothing).")
@@ -69,18 +77,32 @@ flags.DEFINE_float("lr", 2e-4, "Learning rate of the generator (and of D unless 
 flags.DEFINE_float("d_lr", None, "Discriminator learning rate (default: --lr).", lower_bound=0.0)
 flags.DEFINE_float("b1", 0.5, "Adam beta1.")
 flags.DEFINE_float("b2", 0.999, "Adam beta2.")
-flags.DEFINE_enum("lr_schedule", "constant", ["constant", "linear_decay"],
-                  "constant, or constant then linear decay to 0 (both networks).")
-flags.DEFINE_float("decay_start", 0.5, "With linear_decay: fraction of the run after which the decay starts.",
-                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_enum(
+  "lr_schedule",
+  "constant",
+  ["constant", "linear_decay"],
+  "constant, or constant then linear decay to 0 (both networks).",
+)
+flags.DEFINE_float(
+  "decay_start",
+  0.5,
+  "With linear_decay: fraction of the run after which the decay starts.",
+  lower_bound=0.0,
+  upper_bound=1.0,
+)
 flags.DEFINE_integer("latent_dim", 100, "Size of z.", lower_bound=1)
 flags.DEFINE_enum("latent_dist", "normal", list(steps.LATENT_DISTRIBUTIONS), "Distribution of z.")
-flags.DEFINE_float("ema_decay", 0.0, "Generator EMA decay (0: off); grids and label accuracy use the EMA.",
-                   lower_bound=0.0, upper_bound=0.999999)
-flags.DEFINE_integer("grid_columns", 10, "Samples per class (fixed z per column) in the per-class grid.",
-                     lower_bound=1)
-flags.DEFINE_string("classifier_workdir", None,
-                    "Classifier trained on the real --dataset by experiments/train_classifier.py (required).")
+flags.DEFINE_float(
+  "ema_decay",
+  0.0,
+  "Generator EMA decay (0: off); grids and label accuracy use the EMA.",
+  lower_bound=0.0,
+  upper_bound=0.999999,
+)
+flags.DEFINE_integer("grid_columns", 10, "Samples per class (fixed z per column) in the per-class grid.", lower_bound=1)
+flags.DEFINE_string(
+  "classifier_workdir", None, "Classifier trained on the real --dataset by experiments/train_classifier.py (required)."
+)
 flags.DEFINE_integer("eval_per_class", 100, "Samples per class for the final label accuracy.", lower_bound=1)
 flags.DEFINE_bool("eval_only", False, "Only evaluate the newest checkpoint in --workdir (no training).")
 experiment_utils.define_eval_flags(classifier=False)
@@ -91,146 +113,182 @@ RESULTS_FILE = "label_accuracy.json"
 
 
 def check_classifier(source: images_lib.ImageSource) -> dict:
-    """The classifier's info, after checking it was trained on this dataset (one clear error if not)."""
-    workdir = FLAGS.classifier_workdir
-    if not workdir:
-        raise ConfigError(f"--classifier_workdir is not set: the label accuracy needs a classifier trained on "
-                          f"real {FLAGS.dataset}; train it with "
-                          f"`{clf.train_command(FLAGS.dataset, '/tmp/clf_' + FLAGS.dataset)}` and pass "
-                          f"--classifier_workdir=/tmp/clf_{FLAGS.dataset}")
-    return evaluation.check_classifier(workdir, FLAGS.dataset, source.images_shape, source.num_classes)
+  """The classifier's info, after checking it was trained on this dataset (one clear error if not)."""
+  workdir = FLAGS.classifier_workdir
+  if not workdir:
+    raise ConfigError(
+      f"--classifier_workdir is not set: the label accuracy needs a classifier trained on "
+      f"real {FLAGS.dataset}; train it with "
+      f"`{clf.train_command(FLAGS.dataset, '/tmp/clf_' + FLAGS.dataset)}` and pass "
+      f"--classifier_workdir=/tmp/clf_{FLAGS.dataset}"
+    )
+  return evaluation.check_classifier(workdir, FLAGS.dataset, source.images_shape, source.num_classes)
 
 
 def _features(extractor, images: np.ndarray) -> np.ndarray:
-    return features_lib.extract_features(extractor, [images], len(images), batch_size=500)
+  return features_lib.extract_features(extractor, [images], len(images), batch_size=500)
 
 
-def evaluate(state, sampling, config: steps.StepConfig, features: clf.ClassifierFeatures, workdir: str,
-             seed_key: jax.Array) -> dict:
-    """Label accuracy, class coverage, intra-class diversity and Fréchet classifier distance.
+def evaluate(
+  state, sampling, config: steps.StepConfig, features: clf.ClassifierFeatures, workdir: str, seed_key: jax.Array
+) -> dict:
+  """Label accuracy, class coverage, intra-class diversity and Fréchet classifier distance.
 
-    ``state`` is sampled with its raw generator parameters, ``sampling`` (see
-    `conditional.sampling_state`) with the EMA ones when kept.
-    """
-    classifier_info = features.info
-    real_x, real_y = clf.dataset_arrays(FLAGS.dataset, "train", FLAGS.data_dir)
-    real_x, real_y = real_x[:10000], real_y[:10000]
-    real_feats = _features(features, real_x)
-    results = {"dataset": FLAGS.dataset, "step": int(state.step), "seed": FLAGS.seed,
-               "generator": FLAGS.generator, "discriminator": FLAGS.discriminator,
-               "samples_per_class": FLAGS.eval_per_class,
-               "classifier": {k: classifier_info.get(k) for k in ("arch", "dataset", "test_accuracy",
-                                                                 "params_digest")}
-               | {"workdir": os.path.abspath(FLAGS.classifier_workdir)},
-               "fcd_real_samples": len(real_x),
-               "intra_class_diversity_real": clf.intra_class_diversity(real_feats, real_y, config.num_classes)}
-    try:
-        test_x, _ = clf.dataset_arrays(FLAGS.dataset, "test", FLAGS.data_dir)
-        # Reference: the same distance between two real samples (test vs train images).
-        results["fcd_real_test_reference"] = frechet.fid_from_features(real_feats, _features(features, test_x))
-        results["fcd_real_test_samples"] = len(test_x)
-    except images_lib.DataError:
-        pass
-    sample_key = jax.random.fold_in(seed_key, 0xC1A5)
-    for label, use_ema in (("generator_params", False), ("ema_params", True)):
-        if use_ema and state.ema_params is None:
-            continue
-        images, labels = conditional.sample_per_class(sampling if use_ema else state, config, sample_key,
-                                                      FLAGS.eval_per_class, use_ema=use_ema)
-        acc = clf.label_accuracy(features.logits_fn, images, labels, config.num_classes)
-        pred = clf.predict(features.logits_fn, images)
-        acc["coverage"] = clf.class_coverage(pred, config.num_classes)
-        fake_feats = _features(features, images)
-        acc["fcd"] = frechet.fid_from_features(real_feats, fake_feats)
-        acc["intra_class_diversity"] = clf.intra_class_diversity(fake_feats, labels, config.num_classes)
-        results[label] = acc
-    results["reported"] = "ema_params" if "ema_params" in results else "generator_params"
-    results["accuracy"] = results[results["reported"]]["accuracy"]
-    checkpoint_lib.dump_json(os.path.join(workdir, RESULTS_FILE), results)
-    return results
+  ``state`` is sampled with its raw generator parameters, ``sampling`` (see
+  `conditional.sampling_state`) with the EMA ones when kept.
+  """
+  classifier_info = features.info
+  real_x, real_y = clf.dataset_arrays(FLAGS.dataset, "train", FLAGS.data_dir)
+  real_x, real_y = real_x[:10000], real_y[:10000]
+  real_feats = _features(features, real_x)
+  results = {
+    "dataset": FLAGS.dataset,
+    "step": int(state.step),
+    "seed": FLAGS.seed,
+    "generator": FLAGS.generator,
+    "discriminator": FLAGS.discriminator,
+    "samples_per_class": FLAGS.eval_per_class,
+    "classifier": {k: classifier_info.get(k) for k in ("arch", "dataset", "test_accuracy", "params_digest")}
+    | {"workdir": os.path.abspath(FLAGS.classifier_workdir)},
+    "fcd_real_samples": len(real_x),
+    "intra_class_diversity_real": clf.intra_class_diversity(real_feats, real_y, config.num_classes),
+  }
+  try:
+    test_x, _ = clf.dataset_arrays(FLAGS.dataset, "test", FLAGS.data_dir)
+    # Reference: the same distance between two real samples (test vs train images).
+    results["fcd_real_test_reference"] = frechet.fid_from_features(real_feats, _features(features, test_x))
+    results["fcd_real_test_samples"] = len(test_x)
+  except images_lib.DataError:
+    pass
+  sample_key = jax.random.fold_in(seed_key, 0xC1A5)
+  for label, use_ema in (("generator_params", False), ("ema_params", True)):
+    if use_ema and state.ema_params is None:
+      continue
+    images, labels = conditional.sample_per_class(
+      sampling if use_ema else state, config, sample_key, FLAGS.eval_per_class, use_ema=use_ema
+    )
+    acc = clf.label_accuracy(features.logits_fn, images, labels, config.num_classes)
+    pred = clf.predict(features.logits_fn, images)
+    acc["coverage"] = clf.class_coverage(pred, config.num_classes)
+    fake_feats = _features(features, images)
+    acc["fcd"] = frechet.fid_from_features(real_feats, fake_feats)
+    acc["intra_class_diversity"] = clf.intra_class_diversity(fake_feats, labels, config.num_classes)
+    results[label] = acc
+  results["reported"] = "ema_params" if "ema_params" in results else "generator_params"
+  results["accuracy"] = results[results["reported"]]["accuracy"]
+  checkpoint_lib.dump_json(os.path.join(workdir, RESULTS_FILE), results)
+  return results
 
 
 def main(argv):
-    del argv
-    source = images_lib.make_source(FLAGS.dataset, "train", FLAGS.data_dir)
-    if source.num_classes is None:
-        raise ConfigError(f"dataset {FLAGS.dataset!r} has no labels: a conditional GAN needs labelled data")
-    classifier_info = check_classifier(source)
-    num_classes, image_shape = source.num_classes, tuple(source.images_shape)
-    run_flags = {**cli.resolved_flags(), "experiment": NAME}
-    config = runs.conditional_step_config(run_flags, num_classes)
-    mesh = parallel.make_data_mesh(FLAGS.num_devices)
-    parallel.check_batch_divisible(FLAGS.batch_size, mesh)
-    state = runs.conditional_state(run_flags, image_shape, num_classes)
-    eval_fn, best_metric, best_mode = evaluation.training_eval(
-        run_flags, config, eval_every=0 if FLAGS.eval_only else FLAGS.eval_every,
-        best_metric=None if FLAGS.eval_only else FLAGS.best_metric, classifier_workdir=FLAGS.classifier_workdir,
-        num_samples=FLAGS.eval_per_class * num_classes)
-    workdir = os.path.abspath(FLAGS.workdir)
-    seed_key = jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), 0xC6A9)
-    grid_key = jax.random.fold_in(seed_key, 1)
-    scale = max(1, 64 // image_shape[0])
-    features = clf.ClassifierFeatures(FLAGS.classifier_workdir, FLAGS.dataset)
-    quick_key = jax.random.fold_in(seed_key, 2)
-    stats_key = jax.random.fold_in(seed_key, 3)
+  del argv
+  source = images_lib.make_source(FLAGS.dataset, "train", FLAGS.data_dir)
+  if source.num_classes is None:
+    raise ConfigError(f"dataset {FLAGS.dataset!r} has no labels: a conditional GAN needs labelled data")
+  classifier_info = check_classifier(source)
+  num_classes, image_shape = source.num_classes, tuple(source.images_shape)
+  run_flags = {**cli.resolved_flags(), "experiment": NAME}
+  config = runs.conditional_step_config(run_flags, num_classes)
+  mesh = parallel.make_data_mesh(FLAGS.num_devices)
+  parallel.check_batch_divisible(FLAGS.batch_size, mesh)
+  state = runs.conditional_state(run_flags, image_shape, num_classes)
+  eval_fn, best_metric, best_mode = evaluation.training_eval(
+    run_flags,
+    config,
+    eval_every=0 if FLAGS.eval_only else FLAGS.eval_every,
+    best_metric=None if FLAGS.eval_only else FLAGS.best_metric,
+    classifier_workdir=FLAGS.classifier_workdir,
+    num_samples=FLAGS.eval_per_class * num_classes,
+  )
+  workdir = os.path.abspath(FLAGS.workdir)
+  seed_key = jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), 0xC6A9)
+  grid_key = jax.random.fold_in(seed_key, 1)
+  scale = max(1, 64 // image_shape[0])
+  features = clf.ClassifierFeatures(FLAGS.classifier_workdir, FLAGS.dataset)
+  quick_key = jax.random.fold_in(seed_key, 2)
+  stats_key = jax.random.fold_in(seed_key, 3)
 
-    def write_grid(st, path):
-        images = conditional.class_grid(st, config, grid_key, columns=FLAGS.grid_columns)
-        conditional.save_class_grid(path, images, num_classes, scale=scale)
+  def write_grid(st, path):
+    images = conditional.class_grid(st, config, grid_key, columns=FLAGS.grid_columns)
+    conditional.save_class_grid(path, images, num_classes, scale=scale)
 
-    def sample_hook(st, step):
-        st = conditional.sampling_state(st, config, stats_key)
-        write_grid(st, os.path.join(workdir, "samples", f"class_grid_{step:07d}.png"))
-        images, labels = conditional.sample_per_class(st, config, quick_key, FLAGS.eval_per_class)
-        acc = clf.label_accuracy(features.logits_fn, images, labels, num_classes)["accuracy"]
-        logging.info("step %d: label accuracy %.2f%% (%d samples)", step, 100 * acc, len(labels))
+  def sample_hook(st, step):
+    st = conditional.sampling_state(st, config, stats_key)
+    write_grid(st, os.path.join(workdir, "samples", f"class_grid_{step:07d}.png"))
+    images, labels = conditional.sample_per_class(st, config, quick_key, FLAGS.eval_per_class)
+    acc = clf.label_accuracy(features.logits_fn, images, labels, num_classes)["accuracy"]
+    logging.info("step %d: label accuracy %.2f%% (%d samples)", step, 100 * acc, len(labels))
 
-    start = time.perf_counter()
-    if FLAGS.eval_only:
-        restored = None
-        if os.path.isdir(os.path.join(workdir, "checkpoints")):
-            checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-            try:
-                restored = checkpointer.restore_latest(state, checkpoint_lib.model_signature(NAME, state))
-            finally:
-                checkpointer.close()
-        if restored is None:
-            raise CheckpointError(f"--eval_only: no checkpoint in {workdir}/checkpoints: train first (the same "
-                                  "command without --eval_only)")
-        state = restored[0]
-    else:
-        per_process = FLAGS.batch_size // jax.process_count()  # the trainer assembles the global batch
-        data = experiment_utils.ImageBatches(images_lib.make_iterator(source, per_process, FLAGS.seed,
-                                                                      n_critic=FLAGS.n_critic), keep_labels=True)
-        train_step = steps.make_train_step(config, state_sharding=parallel.replicated(mesh),
-                                           batch_sharding=parallel.batch_sharded(mesh, batch_axis=1))
-        tconfig = trainer.TrainerConfig(workdir=workdir, num_steps=FLAGS.num_steps, log_every=FLAGS.log_every,
-                                        checkpoint_every=FLAGS.checkpoint_every,
-                                        sample_every=FLAGS.sample_every, keep_checkpoints=FLAGS.keep_checkpoints,
-                                        eval_every=FLAGS.eval_every)
-        try:
-            state = trainer.fit(name=NAME, state=state, train_step=train_step, data=data, config=tconfig,
-                                run_flags=run_flags, mesh=mesh, sample_hook=sample_hook, eval_fn=eval_fn,
-                                best_metric=best_metric, best_mode=best_mode)
-        finally:
-            data.close()
-    wall = time.perf_counter() - start
+  start = time.perf_counter()
+  if FLAGS.eval_only:
+    restored = None
+    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+      checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+      try:
+        restored = checkpointer.restore_latest(state, checkpoint_lib.model_signature(NAME, state))
+      finally:
+        checkpointer.close()
+    if restored is None:
+      raise CheckpointError(
+        f"--eval_only: no checkpoint in {workdir}/checkpoints: train first (the same command without --eval_only)"
+      )
+    state = restored[0]
+  else:
+    per_process = FLAGS.batch_size // jax.process_count()  # the trainer assembles the global batch
+    data = experiment_utils.ImageBatches(
+      images_lib.make_iterator(source, per_process, FLAGS.seed, n_critic=FLAGS.n_critic), keep_labels=True
+    )
+    train_step = steps.make_train_step(
+      config, state_sharding=parallel.replicated(mesh), batch_sharding=parallel.batch_sharded(mesh, batch_axis=1)
+    )
+    tconfig = trainer.TrainerConfig(
+      workdir=workdir,
+      num_steps=FLAGS.num_steps,
+      log_every=FLAGS.log_every,
+      checkpoint_every=FLAGS.checkpoint_every,
+      sample_every=FLAGS.sample_every,
+      keep_checkpoints=FLAGS.keep_checkpoints,
+      eval_every=FLAGS.eval_every,
+    )
+    try:
+      state = trainer.fit(
+        name=NAME,
+        state=state,
+        train_step=train_step,
+        data=data,
+        config=tconfig,
+        run_flags=run_flags,
+        mesh=mesh,
+        sample_hook=sample_hook,
+        eval_fn=eval_fn,
+        best_metric=best_metric,
+        best_mode=best_mode,
+      )
+    finally:
+      data.close()
+  wall = time.perf_counter() - start
 
-    # ---------------------------------------------------------------- final evaluation
-    sampling = conditional.sampling_state(state, config, stats_key)
-    write_grid(sampling, os.path.join(workdir, "class_grid.png"))
-    results = evaluate(state, sampling, config, features, workdir, seed_key)
-    if not FLAGS.eval_only:
-        viz.loss_curves(os.path.join(workdir, trainer.METRICS_FILE), os.path.join(workdir, "loss_curves.png"),
-                        keys=("d_loss", "g_loss"), title=f"{NAME} {FLAGS.dataset}")
-    reported = results[results["reported"]]
-    print(f"{FLAGS.dataset} step {results['step']}: label accuracy {100 * reported['accuracy']:.1f}% of "
-          f"{reported['num_samples']} samples ({results['reported'].replace('_', ' ')}), classes covered "
-          f"{reported['coverage']['classes_covered']}/{num_classes}, FCD {reported['fcd']:.2f}, intra-class "
-          f"diversity {reported['intra_class_diversity']:.2f} (real {results['intra_class_diversity_real']:.2f}); "
-          f"classifier test "
-          f"accuracy {100 * classifier_info['test_accuracy']:.1f}% ({wall:.0f} s in this process)")
+  # ---------------------------------------------------------------- final evaluation
+  sampling = conditional.sampling_state(state, config, stats_key)
+  write_grid(sampling, os.path.join(workdir, "class_grid.png"))
+  results = evaluate(state, sampling, config, features, workdir, seed_key)
+  if not FLAGS.eval_only:
+    viz.loss_curves(
+      os.path.join(workdir, trainer.METRICS_FILE),
+      os.path.join(workdir, "loss_curves.png"),
+      keys=("d_loss", "g_loss"),
+      title=f"{NAME} {FLAGS.dataset}",
+    )
+  reported = results[results["reported"]]
+  print(
+    f"{FLAGS.dataset} step {results['step']}: label accuracy {100 * reported['accuracy']:.1f}% of "
+    f"{reported['num_samples']} samples ({results['reported'].replace('_', ' ')}), classes covered "
+    f"{reported['coverage']['classes_covered']}/{num_classes}, FCD {reported['fcd']:.2f}, intra-class "
+    f"diversity {reported['intra_class_diversity']:.2f} (real {results['intra_class_diversity_real']:.2f}); "
+    f"classifier test "
+    f"accuracy {100 * classifier_info['test_accuracy']:.1f}% ({wall:.0f} s in this process)"
+  )
 
 
 if __name__ == "__main__":
-    cli.run(main)
+  cli.run(main)

@@ -26,15 +26,30 @@ from absl import flags
 from jaxgan import cli, evaluation
 
 flags.DEFINE_string("workdir", None, "The run to evaluate (the --workdir it was trained with).", required=True)
-flags.DEFINE_string("classifier_workdir", None, "Classifier of experiments/train_classifier.py trained on the run's "
-                    "dataset (for stacked_<base> datasets: on <base>); without it classifier metrics are skipped "
-                    "and FCD/KID/precision/recall are computed on pixels.")
-flags.DEFINE_string("inception_weights", None, "FID InceptionV3 weights (.npz/.pkl) for fid and is "
-                    "(default: $JAXGAN_INCEPTION_WEIGHTS; nothing is downloaded).")
-flags.DEFINE_list("metrics", [], f"Metric groups, any of {','.join(evaluation.METRICS)} (empty: every one that "
-                  "applies to the run and has what it needs).")
-flags.DEFINE_integer("num_fake", None, "Generated samples (default 10,000 images, capped by the held-out split the "
-                     "floor uses; 2,500 points for 2-D runs).", lower_bound=4)
+flags.DEFINE_string(
+  "classifier_workdir",
+  None,
+  "Classifier of experiments/train_classifier.py trained on the run's "
+  "dataset (for stacked_<base> datasets: on <base>); without it classifier metrics are skipped "
+  "and FCD/KID/precision/recall are computed on pixels.",
+)
+flags.DEFINE_string(
+  "inception_weights",
+  None,
+  "FID InceptionV3 weights (.npz/.pkl) for fid and is (default: $JAXGAN_INCEPTION_WEIGHTS; nothing is downloaded).",
+)
+flags.DEFINE_list(
+  "metrics",
+  [],
+  f"Metric groups, any of {','.join(evaluation.METRICS)} (empty: every one that "
+  "applies to the run and has what it needs).",
+)
+flags.DEFINE_integer(
+  "num_fake",
+  None,
+  "Generated samples (default 10,000 images, capped by the held-out split the floor uses; 2,500 points for 2-D runs).",
+  lower_bound=4,
+)
 flags.DEFINE_integer("num_real", None, "Real training images (default 10,000, capped by the data).", lower_bound=4)
 flags.DEFINE_string("step", "latest", "Checkpoint: latest, best (checkpoints_best/, from --best_metric) or a step.")
 flags.DEFINE_integer("seed", 0, "Seed of the evaluation: real subset, z, labels, KID subsets.")
@@ -44,10 +59,16 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  result = evaluation.evaluate_run(FLAGS.workdir, step=FLAGS.step, metrics=FLAGS.metrics,
-                                   classifier_workdir=FLAGS.classifier_workdir,
-                                   inception_weights=FLAGS.inception_weights, num_real=FLAGS.num_real,
-                                   num_fake=FLAGS.num_fake, seed=FLAGS.seed)
+  result = evaluation.evaluate_run(
+    FLAGS.workdir,
+    step=FLAGS.step,
+    metrics=FLAGS.metrics,
+    classifier_workdir=FLAGS.classifier_workdir,
+    inception_weights=FLAGS.inception_weights,
+    num_real=FLAGS.num_real,
+    num_fake=FLAGS.num_fake,
+    seed=FLAGS.seed,
+  )
   json_path, md_path = evaluation.write_results(result)
   print(evaluation.results_markdown(result["records"], result["header"]), end="")
   print(f"written to {json_path} and {md_path}")

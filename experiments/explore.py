@@ -47,17 +47,16 @@ from jaxgan import checkpoint as checkpoint_lib
 from jaxgan import cli, experiment_utils, viz
 from jaxgan.errors import ConfigError
 
-flags.DEFINE_string("workdir", None, "Workdir of a finished (or checkpointed) gan.py / dcgan.py run.",
-                    required=True)
+flags.DEFINE_string("workdir", None, "Workdir of a finished (or checkpointed) gan.py / dcgan.py run.", required=True)
 flags.DEFINE_integer("num_samples", 2000, "Samples to classify and choose the groups from.", lower_bound=50)
 flags.DEFINE_integer("walks", 8, "Interpolation rows.", lower_bound=1)
 flags.DEFINE_integer("walk_steps", 10, "Images per interpolation row (both ends included).", lower_bound=2)
-flags.DEFINE_integer("group_size", 3, "Samples averaged per group in the vector arithmetic (Radford: 3).",
-                     lower_bound=1)
+flags.DEFINE_integer(
+  "group_size", 3, "Samples averaged per group in the vector arithmetic (Radford: 3).", lower_bound=1
+)
 flags.DEFINE_integer("class_a", -1, "Class whose thick/thin samples give A and B (-1: most frequent).")
 flags.DEFINE_integer("class_b", -1, "Class of C (-1: second most frequent).")
-flags.DEFINE_float("noise", 0.25, "Half-width of the uniform perturbations of the result vector.",
-                   lower_bound=0.0)
+flags.DEFINE_float("noise", 0.25, "Half-width of the uniform perturbations of the result vector.", lower_bound=0.0)
 flags.DEFINE_integer("seed", 0, "Seed of the samples drawn here.")
 
 FLAGS = flags.FLAGS
@@ -65,99 +64,120 @@ _TAG = 0xE801
 
 
 def ink(images: np.ndarray) -> np.ndarray:
-    """Mean brightness of each image in [0, 1] (ink of a white-on-black digit)."""
-    return ((images.reshape(len(images), -1) + 1.0) / 2.0).mean(axis=1)
+  """Mean brightness of each image in [0, 1] (ink of a white-on-black digit)."""
+  return ((images.reshape(len(images), -1) + 1.0) / 2.0).mean(axis=1)
 
 
 def main(argv):
-    del argv
-    state, cfg, config, _ = experiment_utils.load_run(FLAGS.workdir)
-    st = experiment_utils.sampling_state(state, config, cfg["seed"])
-    out_dir = os.path.join(os.path.abspath(FLAGS.workdir), "explore")
-    rng = np.random.default_rng([FLAGS.seed, _TAG])
+  del argv
+  state, cfg, config, _ = experiment_utils.load_run(FLAGS.workdir)
+  st = experiment_utils.sampling_state(state, config, cfg["seed"])
+  out_dir = os.path.join(os.path.abspath(FLAGS.workdir), "explore")
+  rng = np.random.default_rng([FLAGS.seed, _TAG])
 
-    z = experiment_utils.latents(FLAGS.seed, _TAG, FLAGS.num_samples, config)
-    samples = experiment_utils.generate(st, z)
-    source, _ = experiment_utils.open_dataset(cfg)
-    real, labels = experiment_utils.reference_images(source, min(2000, len(source)), cfg["seed"])
-    if labels is not None:
-        classes = experiment_utils.nearest_neighbour_labels(samples, real, labels)
+  z = experiment_utils.latents(FLAGS.seed, _TAG, FLAGS.num_samples, config)
+  samples = experiment_utils.generate(st, z)
+  source, _ = experiment_utils.open_dataset(cfg)
+  real, labels = experiment_utils.reference_images(source, min(2000, len(source)), cfg["seed"])
+  if labels is not None:
+    classes = experiment_utils.nearest_neighbour_labels(samples, real, labels)
+  else:
+    classes = np.zeros(len(samples), np.int64)
+  counts = np.bincount(classes, minlength=1 if labels is None else int(labels.max()) + 1)
+  by_count = [int(c) for c in np.argsort(-counts, kind="stable")]
+  results = {
+    "step": int(state.step),
+    "checkpoint_params": "ema" if st.ema_params is not None else "generator",
+    "num_samples": FLAGS.num_samples,
+    "nn_class_counts": counts.tolist(),
+  }
+
+  # ------------------------------------------------------------ interpolation
+  present = [c for c in by_count if counts[c] > 0]
+  ends = []
+  for i in range(FLAGS.walks):
+    if len(present) > 1:
+      c0, c1 = present[(2 * i) % len(present)], present[(2 * i + 1) % len(present)]
+      i0 = rng.choice(np.flatnonzero(classes == c0))
+      i1 = rng.choice(np.flatnonzero(classes == c1))
     else:
-        classes = np.zeros(len(samples), np.int64)
-    counts = np.bincount(classes, minlength=1 if labels is None else int(labels.max()) + 1)
-    by_count = [int(c) for c in np.argsort(-counts, kind="stable")]
-    results = {"step": int(state.step), "checkpoint_params": "ema" if st.ema_params is not None else "generator",
-               "num_samples": FLAGS.num_samples, "nn_class_counts": counts.tolist()}
+      i0, i1 = rng.choice(len(z), 2, replace=False)
+    ends.append((int(i0), int(i1)))
+  row_labels = [f"{classes[a]}->{classes[b]}" for a, b in ends] if labels is not None else None
+  z0, z1 = z[[a for a, _ in ends]], z[[b for _, b in ends]]
+  results["interpolation"] = {}
+  for method in ("linear", "slerp"):
+    path_z = viz.interpolate_latents(z0, z1, FLAGS.walk_steps, method)
+    images = experiment_utils.generate(st, path_z.reshape(-1, path_z.shape[-1]))
+    images = images.reshape(path_z.shape[:2] + images.shape[1:])
+    viz.interpolation_strips(
+      os.path.join(out_dir, f"interp_{method}.png"),
+      images,
+      row_labels=row_labels,
+      title=f"{cfg['experiment']} {cfg['dataset']} step {int(state.step)}: "
+      f"{method} interpolation in z ({cfg['latent_dist']})",
+    )
+    norms = np.linalg.norm(path_z, axis=-1)
+    results["interpolation"][method] = {
+      "mean_norm_ends": float(norms[:, [0, -1]].mean()),
+      "mean_norm_midpoint": float(norms[:, FLAGS.walk_steps // 2].mean()),
+    }
 
-    # ------------------------------------------------------------ interpolation
-    present = [c for c in by_count if counts[c] > 0]
-    ends = []
-    for i in range(FLAGS.walks):
-        if len(present) > 1:
-            c0, c1 = present[(2 * i) % len(present)], present[(2 * i + 1) % len(present)]
-            i0 = rng.choice(np.flatnonzero(classes == c0))
-            i1 = rng.choice(np.flatnonzero(classes == c1))
-        else:
-            i0, i1 = rng.choice(len(z), 2, replace=False)
-        ends.append((int(i0), int(i1)))
-    row_labels = [f"{classes[a]}->{classes[b]}" for a, b in ends] if labels is not None else None
-    z0, z1 = z[[a for a, _ in ends]], z[[b for _, b in ends]]
-    results["interpolation"] = {}
-    for method in ("linear", "slerp"):
-        path_z = viz.interpolate_latents(z0, z1, FLAGS.walk_steps, method)
-        images = experiment_utils.generate(st, path_z.reshape(-1, path_z.shape[-1]))
-        images = images.reshape(path_z.shape[:2] + images.shape[1:])
-        viz.interpolation_strips(os.path.join(out_dir, f"interp_{method}.png"), images, row_labels=row_labels,
-                                 title=f"{cfg['experiment']} {cfg['dataset']} step {int(state.step)}: "
-                                       f"{method} interpolation in z ({cfg['latent_dist']})")
-        norms = np.linalg.norm(path_z, axis=-1)
-        results["interpolation"][method] = {
-            "mean_norm_ends": float(norms[:, [0, -1]].mean()),
-            "mean_norm_midpoint": float(norms[:, FLAGS.walk_steps // 2].mean())}
-
-    # ------------------------------------------------------------ vector arithmetic
-    if labels is not None:
-        class_a = FLAGS.class_a if FLAGS.class_a >= 0 else by_count[0]
-        class_b = FLAGS.class_b if FLAGS.class_b >= 0 else next(c for c in by_count if c != class_a)
-    else:
-        class_a = class_b = 0
-    k = FLAGS.group_size
-    in_a, in_b = np.flatnonzero(classes == class_a), np.flatnonzero(classes == class_b)
-    if len(in_a) < 2 * k or len(in_b) < k:
-        raise ConfigError(f"only {len(in_a)} samples of class {class_a} and {len(in_b)} of class {class_b} among "
-                          f"{FLAGS.num_samples}: raise --num_samples or choose --class_a/--class_b "
-                          f"(class counts {counts.tolist()})")
-    values = ink(samples)
-    a_idx = in_a[np.argsort(-values[in_a], kind="stable")[:k]]
-    b_idx = in_a[np.argsort(values[in_a], kind="stable")[:k]]
-    c_idx = in_b[np.argsort(values[in_b], kind="stable")[:k]]
-    means = [z[idx].mean(axis=0) for idx in (a_idx, b_idx, c_idx)]
-    result = means[0] - means[1] + means[2]
-    noise = rng.uniform(-FLAGS.noise, FLAGS.noise, (9, z.shape[1])).astype(np.float32)
-    noise[0] = 0.0
-    out = experiment_utils.generate(st, (result[None] + noise).astype(np.float32))
-    control = experiment_utils.generate(st, (means[2][None] + noise).astype(np.float32))
-    mean_images = experiment_utils.generate(st, np.stack(means).astype(np.float32))
-    names = ((f"thick {class_a}", f"thin {class_a}", f"thin {class_b}") if labels is not None
-             else ("bright", "dark", "dark"))
-    groups = [(name, samples[idx], mean_images[i]) for i, (name, idx) in enumerate(zip(names, (a_idx, b_idx, c_idx)))]
-    expected = f"thick {class_b}?" if labels is not None else "bright?"
-    viz.vector_arithmetic_figure(os.path.join(out_dir, "vector_arithmetic.png"), groups, out,
-                                 result_label=expected,
-                                 title=f"{cfg['experiment']} {cfg['dataset']}: mean z ({k} samples each) "
-                                       f"A - B + C, then +U(-{FLAGS.noise}, {FLAGS.noise}) noise")
-    arith = {"rule": "A = heaviest-ink, B = lightest-ink samples of class_a; C = lightest-ink samples of class_b; "
-                     "classes by 1-NN to real images",
-             "class_a": int(class_a), "class_b": int(class_b), "group_size": k,
-             "ink_groups": [float(values[idx].mean()) for idx in (a_idx, b_idx, c_idx)],
-             "ink_result": float(ink(out).mean()), "ink_control_c": float(ink(control).mean())}
-    if labels is not None:
-        arith["result_classes"] = experiment_utils.nearest_neighbour_labels(out, real, labels).tolist()
-        arith["control_classes"] = experiment_utils.nearest_neighbour_labels(control, real, labels).tolist()
-    results["vector_arithmetic"] = arith
-    checkpoint_lib.dump_json(os.path.join(out_dir, "explore.json"), results)
-    print(json.dumps({"out_dir": out_dir, **arith}, default=str))
+  # ------------------------------------------------------------ vector arithmetic
+  if labels is not None:
+    class_a = FLAGS.class_a if FLAGS.class_a >= 0 else by_count[0]
+    class_b = FLAGS.class_b if FLAGS.class_b >= 0 else next(c for c in by_count if c != class_a)
+  else:
+    class_a = class_b = 0
+  k = FLAGS.group_size
+  in_a, in_b = np.flatnonzero(classes == class_a), np.flatnonzero(classes == class_b)
+  if len(in_a) < 2 * k or len(in_b) < k:
+    raise ConfigError(
+      f"only {len(in_a)} samples of class {class_a} and {len(in_b)} of class {class_b} among "
+      f"{FLAGS.num_samples}: raise --num_samples or choose --class_a/--class_b "
+      f"(class counts {counts.tolist()})"
+    )
+  values = ink(samples)
+  a_idx = in_a[np.argsort(-values[in_a], kind="stable")[:k]]
+  b_idx = in_a[np.argsort(values[in_a], kind="stable")[:k]]
+  c_idx = in_b[np.argsort(values[in_b], kind="stable")[:k]]
+  means = [z[idx].mean(axis=0) for idx in (a_idx, b_idx, c_idx)]
+  result = means[0] - means[1] + means[2]
+  noise = rng.uniform(-FLAGS.noise, FLAGS.noise, (9, z.shape[1])).astype(np.float32)
+  noise[0] = 0.0
+  out = experiment_utils.generate(st, (result[None] + noise).astype(np.float32))
+  control = experiment_utils.generate(st, (means[2][None] + noise).astype(np.float32))
+  mean_images = experiment_utils.generate(st, np.stack(means).astype(np.float32))
+  names = (
+    (f"thick {class_a}", f"thin {class_a}", f"thin {class_b}") if labels is not None else ("bright", "dark", "dark")
+  )
+  groups = [(name, samples[idx], mean_images[i]) for i, (name, idx) in enumerate(zip(names, (a_idx, b_idx, c_idx)))]
+  expected = f"thick {class_b}?" if labels is not None else "bright?"
+  viz.vector_arithmetic_figure(
+    os.path.join(out_dir, "vector_arithmetic.png"),
+    groups,
+    out,
+    result_label=expected,
+    title=f"{cfg['experiment']} {cfg['dataset']}: mean z ({k} samples each) "
+    f"A - B + C, then +U(-{FLAGS.noise}, {FLAGS.noise}) noise",
+  )
+  arith = {
+    "rule": "A = heaviest-ink, B = lightest-ink samples of class_a; C = lightest-ink samples of class_b; "
+    "classes by 1-NN to real images",
+    "class_a": int(class_a),
+    "class_b": int(class_b),
+    "group_size": k,
+    "ink_groups": [float(values[idx].mean()) for idx in (a_idx, b_idx, c_idx)],
+    "ink_result": float(ink(out).mean()),
+    "ink_control_c": float(ink(control).mean()),
+  }
+  if labels is not None:
+    arith["result_classes"] = experiment_utils.nearest_neighbour_labels(out, real, labels).tolist()
+    arith["control_classes"] = experiment_utils.nearest_neighbour_labels(control, real, labels).tolist()
+  results["vector_arithmetic"] = arith
+  checkpoint_lib.dump_json(os.path.join(out_dir, "explore.json"), results)
+  print(json.dumps({"out_dir": out_dir, **arith}, default=str))
 
 
 if __name__ == "__main__":
-    cli.run(main)
+  cli.run(main)

@@ -25,16 +25,17 @@ from __future__ import annotations
 
 from jaxgan import cli, experiment_utils
 
-experiment_utils.define_image_gan_flags(generator="mlp", discriminator="mlp_maxout", default_steps=20000,
-                                        default_batch=100)
+experiment_utils.define_image_gan_flags(
+  generator="mlp", discriminator="mlp_maxout", default_steps=20000, default_batch=100
+)
 
 NAME = "gan"
 
 
 def main(argv):
-    del argv
-    experiment_utils.train_image_gan(NAME)
+  del argv
+  experiment_utils.train_image_gan(NAME)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+  cli.run(main)

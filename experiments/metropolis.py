@@ -40,8 +40,13 @@ flags.DEFINE_integer("num_chains", 2500, "Independent chains (vmapped).", lower_
 flags.DEFINE_integer("samples_per_chain", 1, "Kept states per chain.", lower_bound=1)
 flags.DEFINE_integer("burn_in", 2000, "Discarded steps per chain before the first kept state.", lower_bound=0)
 flags.DEFINE_integer("thin", 1, "Steps per kept state after burn-in.", lower_bound=1)
-flags.DEFINE_float("step_size", 0.0, "Proposal std sigma (0: 2.38 / sqrt(2) times the mode std, the "
-                   "Roberts-Gelman-Gilks optimal scale for one 2-D Gaussian mode).", lower_bound=0.0)
+flags.DEFINE_float(
+  "step_size",
+  0.0,
+  "Proposal std sigma (0: 2.38 / sqrt(2) times the mode std, the "
+  "Roberts-Gelman-Gilks optimal scale for one 2-D Gaussian mode).",
+  lower_bound=0.0,
+)
 flags.DEFINE_enum("init", "box", ["box", "origin"], "Where the chains start.")
 
 FLAGS = flags.FLAGS
@@ -68,27 +73,50 @@ def main(argv):
 
   start = time.perf_counter()
   init = initial_points(init_key, mixture, FLAGS.num_chains, FLAGS.init)
-  result = metropolis.metropolis(chain_key, density.log_prob, init, num_samples=FLAGS.samples_per_chain,
-                                 step_size=step_size, burn_in=FLAGS.burn_in, thin=FLAGS.thin)
+  result = metropolis.metropolis(
+    chain_key,
+    density.log_prob,
+    init,
+    num_samples=FLAGS.samples_per_chain,
+    step_size=step_size,
+    burn_in=FLAGS.burn_in,
+    thin=FLAGS.thin,
+  )
   samples = np.asarray(jax.device_get(result.samples)).reshape(-1, 2)
   wall = time.perf_counter() - start
 
   metrics = modes.mode_metrics(samples, mixture.means_array(), mixture.std)
   steps_per_chain = FLAGS.burn_in + FLAGS.samples_per_chain * FLAGS.thin
-  results = {"dataset": FLAGS.dataset, "sampler": "random-walk Metropolis", "init": FLAGS.init,
-             "num_chains": FLAGS.num_chains, "samples_per_chain": FLAGS.samples_per_chain,
-             "burn_in": FLAGS.burn_in, "thin": FLAGS.thin, "step_size": float(step_size),
-             "acceptance_rate": float(np.mean(result.accept_rate)),
-             "density_evaluations": FLAGS.num_chains * (steps_per_chain + 1),
-             "wall_time_sec": wall, **metrics.as_dict()}
+  results = {
+    "dataset": FLAGS.dataset,
+    "sampler": "random-walk Metropolis",
+    "init": FLAGS.init,
+    "num_chains": FLAGS.num_chains,
+    "samples_per_chain": FLAGS.samples_per_chain,
+    "burn_in": FLAGS.burn_in,
+    "thin": FLAGS.thin,
+    "step_size": float(step_size),
+    "acceptance_rate": float(np.mean(result.accept_rate)),
+    "density_evaluations": FLAGS.num_chains * (steps_per_chain + 1),
+    "wall_time_sec": wall,
+    **metrics.as_dict(),
+  }
   with open(os.path.join(workdir, "mode_metrics.json"), "w") as f:
     json.dump(results, f, indent=2)
   real = np.asarray(mixture.sample(jax.random.PRNGKey(FLAGS.seed + 1), len(samples)))
   lim = float(np.abs(mixture.means_array()).max()) * 1.5
-  viz.scatter_2d(os.path.join(workdir, "samples.png"), real, samples, means=mixture.means_array(),
-                 title=f"Metropolis ({FLAGS.init} start) {FLAGS.dataset}: {metrics}", lim=lim)
-  print(f"{FLAGS.dataset} Metropolis, {FLAGS.num_chains} chains x {steps_per_chain} steps from {FLAGS.init}: "
-        f"{metrics}, acceptance {results['acceptance_rate']:.2f} ({wall:.1f} s)")
+  viz.scatter_2d(
+    os.path.join(workdir, "samples.png"),
+    real,
+    samples,
+    means=mixture.means_array(),
+    title=f"Metropolis ({FLAGS.init} start) {FLAGS.dataset}: {metrics}",
+    lim=lim,
+  )
+  print(
+    f"{FLAGS.dataset} Metropolis, {FLAGS.num_chains} chains x {steps_per_chain} steps from {FLAGS.init}: "
+    f"{metrics}, acceptance {results['acceptance_rate']:.2f} ({wall:.1f} s)"
+  )
 
 
 if __name__ == "__main__":

@@ -36,24 +36,41 @@ flags.DEFINE_enum("optimizer", "adam", ["adam", "rmsprop"], "Optimiser of both n
 flags.DEFINE_float("lr", 1e-4, "Learning rate of both networks.", lower_bound=0.0)
 flags.DEFINE_float("b1", 0.5, "Adam beta1.")
 flags.DEFINE_float("b2", 0.9, "Adam beta2.")
-flags.DEFINE_enum("lr_schedule", "constant", ["constant", "linear_decay"],
-                  "constant, or constant then linear decay to 0 (both networks).")
-flags.DEFINE_float("decay_start", 0.0, "With linear_decay: fraction of the run after which the decay starts.",
-                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_enum(
+  "lr_schedule",
+  "constant",
+  ["constant", "linear_decay"],
+  "constant, or constant then linear decay to 0 (both networks).",
+)
+flags.DEFINE_float(
+  "decay_start",
+  0.0,
+  "With linear_decay: fraction of the run after which the decay starts.",
+  lower_bound=0.0,
+  upper_bound=1.0,
+)
 flags.DEFINE_integer("latent_dim", 2, "Size of z.", lower_bound=1)
 flags.DEFINE_enum("latent_dist", "normal", list(steps.LATENT_DISTRIBUTIONS), "Distribution of z.")
-flags.DEFINE_integer("width", 512, "Hidden units per layer of the critic (and of G unless --g_width).",
-                     lower_bound=1)
+flags.DEFINE_integer("width", 512, "Hidden units per layer of the critic (and of G unless --g_width).", lower_bound=1)
 flags.DEFINE_integer("depth", 3, "Hidden layers of the critic (and of G unless --g_depth).", lower_bound=1)
 flags.DEFINE_integer("g_width", 0, "Hidden units per generator layer (0: --width).", lower_bound=0)
 flags.DEFINE_integer("g_depth", 0, "Generator hidden layers (0: --depth).", lower_bound=0)
-flags.DEFINE_float("ema_decay", 0.0, "Generator EMA decay (0: off); samples and metrics use the EMA.",
-                   lower_bound=0.0, upper_bound=0.999999)
-flags.DEFINE_integer("pack", 1, "PacGAN packing degree: the critic judges this many samples jointly.",
-                     lower_bound=1)
+flags.DEFINE_float(
+  "ema_decay",
+  0.0,
+  "Generator EMA decay (0: off); samples and metrics use the EMA.",
+  lower_bound=0.0,
+  upper_bound=0.999999,
+)
+flags.DEFINE_integer("pack", 1, "PacGAN packing degree: the critic judges this many samples jointly.", lower_bound=1)
 flags.DEFINE_integer("eval_samples", modes.NUM_EVAL_SAMPLES, "Samples for the mode metrics.", lower_bound=1)
-flags.DEFINE_integer("num_seeds", 1, "Independent runs with seeds --seed .. --seed+K-1, trained together in one "
-                     "vmapped compiled step (jaxgan.multiseed); run k equals a --seed=seed+k run.", lower_bound=1)
+flags.DEFINE_integer(
+  "num_seeds",
+  1,
+  "Independent runs with seeds --seed .. --seed+K-1, trained together in one "
+  "vmapped compiled step (jaxgan.multiseed); run k equals a --seed=seed+k run.",
+  lower_bound=1,
+)
 
 FLAGS = flags.FLAGS
 NAME = runs_lib.TOY_NAME
@@ -79,14 +96,21 @@ def main(argv):
   iterators = [toy.MixtureIterator(mixture, FLAGS.batch_size, s, n_critic=FLAGS.n_critic) for s in seeds]
   if FLAGS.num_seeds == 1:  # the single-seed path, unchanged
     state, data, batch_axis = create_gan_state(seed=FLAGS.seed, **state_kwargs), iterators[0], 1
-    train_step = steps.make_train_step(config, state_sharding=parallel.replicated(mesh),
-                                       batch_sharding=parallel.batch_sharded(mesh, batch_axis=1))
+    train_step = steps.make_train_step(
+      config, state_sharding=parallel.replicated(mesh), batch_sharding=parallel.batch_sharded(mesh, batch_axis=1)
+    )
   else:  # K runs stacked on a leading axis; batches are (K, n_critic, B, 2)
-    state, data, batch_axis = multiseed.create_multiseed_state(seeds, **state_kwargs), \
-        multiseed.StackedIterator(iterators), 2
-    train_step = multiseed.make_multiseed_train_step(config, flat_metrics=True,
-                                                     state_sharding=parallel.replicated(mesh),
-                                                     batch_sharding=parallel.batch_sharded(mesh, batch_axis=2))
+    state, data, batch_axis = (
+      multiseed.create_multiseed_state(seeds, **state_kwargs),
+      multiseed.StackedIterator(iterators),
+      2,
+    )
+    train_step = multiseed.make_multiseed_train_step(
+      config,
+      flat_metrics=True,
+      state_sharding=parallel.replicated(mesh),
+      batch_sharding=parallel.batch_sharded(mesh, batch_axis=2),
+    )
 
   def runs(st):
     """(seed, single-run state, eval key) per run; a --num_seeds run's k-th equals a --seed=seed+k run."""
@@ -103,23 +127,43 @@ def main(argv):
     fake = sample_points(st, config, eval_key, FLAGS.eval_samples, use_ema=True)
     m = modes.mode_metrics(fake, mixture.means_array(), mixture.std)
     if jax.process_index() == 0:
-      viz.scatter_2d(os.path.join(workdir, "samples", f"step_{step:07d}.png"), real_eval, fake,
-                     means=mixture.means_array(), title=f"{FLAGS.dataset} step {step}: {m}", lim=lim)
+      viz.scatter_2d(
+        os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+        real_eval,
+        fake,
+        means=mixture.means_array(),
+        title=f"{FLAGS.dataset} step {step}: {m}",
+        lim=lim,
+      )
     logging.info("step %d: %s", step, m)
 
-  tconfig = trainer.TrainerConfig(workdir=workdir, num_steps=FLAGS.num_steps, log_every=FLAGS.log_every,
-                                  checkpoint_every=FLAGS.checkpoint_every, sample_every=FLAGS.sample_every,
-                                  keep_checkpoints=FLAGS.keep_checkpoints, skip_nonfinite=FLAGS.skip_nonfinite)
+  tconfig = trainer.TrainerConfig(
+    workdir=workdir,
+    num_steps=FLAGS.num_steps,
+    log_every=FLAGS.log_every,
+    checkpoint_every=FLAGS.checkpoint_every,
+    sample_every=FLAGS.sample_every,
+    keep_checkpoints=FLAGS.keep_checkpoints,
+    skip_nonfinite=FLAGS.skip_nonfinite,
+  )
   start = time.perf_counter()
-  state = trainer.fit(name=NAME, state=state, train_step=train_step, data=data, config=tconfig,
-                      run_flags=run_flags, mesh=mesh, batch_axis=batch_axis, sample_hook=sample_hook)
+  state = trainer.fit(
+    name=NAME,
+    state=state,
+    train_step=train_step,
+    data=data,
+    config=tconfig,
+    run_flags=run_flags,
+    mesh=mesh,
+    batch_axis=batch_axis,
+    sample_hook=sample_hook,
+  )
   wall = time.perf_counter() - start
 
   # ---------------------------------------------------------------- final evaluation
   per_run = []
   for seed, st, eval_key in runs(state):
-    results = {"dataset": FLAGS.dataset, "step": int(state.step), "seed": seed,
-               "wall_time_sec_this_process": wall}
+    results = {"dataset": FLAGS.dataset, "step": int(state.step), "seed": seed, "wall_time_sec_this_process": wall}
     for label, use_ema in (("generator", False), ("ema", True)):
       if use_ema and st.ema_params is None:
         continue
@@ -129,22 +173,34 @@ def main(argv):
     per_run.append(results)
   results = per_run[0]
   if FLAGS.num_seeds > 1:
-    results = {"dataset": FLAGS.dataset, "step": int(state.step), "seeds": seeds, "runs": per_run,
-               "wall_time_sec_this_process": wall, "reported": per_run[0]["reported"]}
+    results = {
+      "dataset": FLAGS.dataset,
+      "step": int(state.step),
+      "seeds": seeds,
+      "runs": per_run,
+      "wall_time_sec_this_process": wall,
+      "reported": per_run[0]["reported"],
+    }
     for key in ("modes_captured", "high_quality_percent", "reverse_kl"):
       values = [r[r["reported"]][key] for r in per_run]
       results[f"{key}_mean"], results[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "mode_metrics.json"), "w") as f:
       json.dump(results, f, indent=2)
-    viz.loss_curves(os.path.join(workdir, trainer.METRICS_FILE), os.path.join(workdir, "loss_curves.png"),
-                    keys=("d_loss", "g_loss", "wasserstein_estimate"), title=f"{NAME} {FLAGS.dataset}")
+    viz.loss_curves(
+      os.path.join(workdir, trainer.METRICS_FILE),
+      os.path.join(workdir, "loss_curves.png"),
+      keys=("d_loss", "g_loss", "wasserstein_estimate"),
+      title=f"{NAME} {FLAGS.dataset}",
+    )
   for r in per_run:
     m = r[r["reported"]]
     which = f" seed {r['seed']}" if FLAGS.num_seeds > 1 else ""
-    print(f"{FLAGS.dataset}{which} step {r['step']}: modes {m['modes_captured']}/{m['num_modes']}, "
-          f"high quality {m['high_quality_percent']:.1f}%, reverse KL {m['reverse_kl']:.4f} "
-          f"({r['reported']} parameters; {wall:.0f} s in this process)")
+    print(
+      f"{FLAGS.dataset}{which} step {r['step']}: modes {m['modes_captured']}/{m['num_modes']}, "
+      f"high quality {m['high_quality_percent']:.1f}%, reverse KL {m['reverse_kl']:.4f} "
+      f"({r['reported']} parameters; {wall:.0f} s in this process)"
+    )
 
 
 if __name__ == "__main__":

@@ -99,6 +99,7 @@ def _is_primary() -> bool:
 def _sync(tag: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices(tag)
 
 
@@ -107,10 +108,11 @@ def _allgather_json(obj: Any) -> list[Any]:
   if jax.process_count() == 1:
     return [obj]
   from jax.experimental import multihost_utils
+
   data = np.frombuffer(json.dumps(obj, sort_keys=True).encode(), np.uint8)
   sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int32))).reshape(-1)
   padded = np.zeros(int(sizes.max()), np.uint8)
-  padded[:data.size] = data
+  padded[: data.size] = data
   gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
   return [json.loads(row[:n].tobytes().decode()) for row, n in zip(gathered, sizes)]
 
@@ -179,21 +181,30 @@ class Checkpointer:
       half-written step; `save` is not allowed.
   """
 
-  def __init__(self, directory: str, *, max_to_keep: int = 3, corrupt_dir: str | None = None,
-               read_only: bool = False):
+  def __init__(self, directory: str, *, max_to_keep: int = 3, corrupt_dir: str | None = None, read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self.corrupt_dir = os.path.abspath(corrupt_dir or self.directory + "_corrupt")
     self._trash = os.path.join(self.directory, TRASH_SUBDIR)
     slow = os.environ.get(SLOW_SAVE_ENV)
     if read_only:
-      options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None, save_interval_steps=0,
-                                             todelete_subdir=None, cleanup_tmp_directories=False,
-                                             enable_async_checkpointing=False)
+      options = ocp.CheckpointManagerOptions(
+        read_only=True,
+        create=False,
+        max_to_keep=None,
+        save_interval_steps=0,
+        todelete_subdir=None,
+        cleanup_tmp_directories=False,
+        enable_async_checkpointing=False,
+      )
     else:
       options = ocp.CheckpointManagerOptions(
-          max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
-          cleanup_tmp_directories=True, todelete_subdir=TRASH_SUBDIR,
-          temporary_path_class=_SlowTemporaryPath if slow else None)
+        max_to_keep=max_to_keep,
+        create=True,
+        enable_async_checkpointing=False,
+        cleanup_tmp_directories=True,
+        todelete_subdir=TRASH_SUBDIR,
+        temporary_path_class=_SlowTemporaryPath if slow else None,
+      )
     logger = logging_std.getLogger("absl")
     quiet = _DropReadOnlyNotice()
     logger.addFilter(quiet)
@@ -230,8 +241,9 @@ class Checkpointer:
         meta["data_states"] = states
     try:
       with _orbax_errors_summarised():
-        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                         meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.save(
+          step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
+        )
         self._manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001 - any failed write becomes one clear error
       self._remove_partial(step)
@@ -239,8 +251,9 @@ class Checkpointer:
       if _is_disk_full(e):
         reason = f"no space left on device ({reason})"
       raise CheckpointError(
-          f"could not write checkpoint step {step} to {self.directory}: {reason}. Older checkpoints are "
-          "untouched; free space or fix the directory and rerun the same command to resume") from None
+        f"could not write checkpoint step {step} to {self.directory}: {reason}. Older checkpoints are "
+        "untouched; free space or fix the directory and rerun the same command to resume"
+      ) from None
     if _is_primary():
       self._empty_trash()
 
@@ -264,9 +277,10 @@ class Checkpointer:
   def _check_signature(self, meta: dict, signature: str) -> None:
     if meta.get("model_signature") != signature:
       raise CheckpointError(
-          f"{self.directory} holds a checkpoint of a different model "
-          f"({meta.get('model_signature')!r}, this run is {signature!r}): "
-          "use a fresh --workdir or the flags that wrote it")
+        f"{self.directory} holds a checkpoint of a different model "
+        f"({meta.get('model_signature')!r}, this run is {signature!r}): "
+        "use a fresh --workdir or the flags that wrote it"
+      )
 
   def delete(self, step: int) -> None:
     """Removes checkpoint ``step`` (all processes must call it)."""
@@ -294,8 +308,10 @@ class Checkpointer:
     saved_digest = meta.get("state_digest")
     digest = state_digest(state) if saved_digest is not None else None
     if digest is not None and digest != saved_digest:
-      raise CheckpointError(f"checkpoint step {step} in {self.directory} is corrupt: its state bytes do not "
-                            "match the digest saved with them")
+      raise CheckpointError(
+        f"checkpoint step {step} in {self.directory} is corrupt: its state bytes do not "
+        "match the digest saved with them"
+      )
     states = meta.get("data_states")
     if states is not None and len(states) == jax.process_count():
       meta["data_state"] = states[jax.process_index()]
@@ -343,9 +359,11 @@ class Checkpointer:
         meta["data_state"] = states[jax.process_index()]
       return state, meta
     first = failures[0]
-    raise CheckpointError(f"no readable checkpoint in {self.directory}: steps {steps} all failed "
-                          f"(step {first[0]}: {first[1]}); nothing was moved. Restore a backup or start "
-                          "with a fresh --workdir")
+    raise CheckpointError(
+      f"no readable checkpoint in {self.directory}: steps {steps} all failed "
+      f"(step {first[0]}: {first[1]}); nothing was moved. Restore a backup or start "
+      "with a fresh --workdir"
+    )
 
   def _quarantine(self, failures: list[tuple[int, str]], resumed_from: int) -> None:
     """Moves unreadable steps out of the manager's view (never deletes them)."""
@@ -366,8 +384,14 @@ class Checkpointer:
     self._manager.reload()
     names = ", ".join(str(s) for s, _ in failures)
     reasons = "; ".join(f"step {s}: {r}" for s, r in failures)
-    logging.warning("unreadable checkpoint step %s in %s (%s): moved to %s, resuming from step %d",
-                    names, self.directory, reasons, self.corrupt_dir, resumed_from)
+    logging.warning(
+      "unreadable checkpoint step %s in %s (%s): moved to %s, resuming from step %d",
+      names,
+      self.directory,
+      reasons,
+      self.corrupt_dir,
+      resumed_from,
+    )
 
   def close(self) -> None:
     self._manager.close()

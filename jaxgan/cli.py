@@ -16,11 +16,10 @@ SLURM / Open MPI / Kubernetes cluster.
 
 from __future__ import annotations
 
+import logging as logging_std
 import os
 import sys
 from typing import Callable
-
-import logging as logging_std
 
 from absl import app, flags, logging
 
@@ -134,8 +133,10 @@ def run(main: Callable[[list[str]], None]) -> None:
     try:
       if "coordinator_address" in FLAGS:
         from jaxgan import parallel  # imported late: jax must not start before flags are parsed
-        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                                        auto=FLAGS.distributed)
+
+        parallel.initialize_distributed(
+          FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=FLAGS.distributed
+        )
       main(argv)
     except JaxganError as e:
       _fail(str(e), 1)
@@ -147,8 +148,12 @@ def resolved_flags() -> dict:
   """Every flag defined by the entry point or by jaxgan, with its value (stored with checkpoints)."""
   out = {}
   for module, module_flags in FLAGS.flags_by_module_dict().items():
-    if module in ("__main__", sys.argv[0]) or module.startswith("jaxgan") or module.endswith(".py") or \
-        _beside_main_script(module):
+    if (
+      module in ("__main__", sys.argv[0])
+      or module.startswith("jaxgan")
+      or module.endswith(".py")
+      or _beside_main_script(module)
+    ):
       for f in module_flags:
         out[f.name] = f.value
   return out
@@ -158,33 +163,50 @@ def _beside_main_script(module: str) -> bool:
   """Whether ``module`` sits in the entry point's directory (e.g. experiments/i2i_common.py)."""
   main_file = getattr(sys.modules.get("__main__"), "__file__", None)
   module_file = getattr(sys.modules.get(module), "__file__", None)
-  return bool(main_file and module_file) and \
-      os.path.dirname(os.path.abspath(module_file)) == os.path.dirname(os.path.abspath(main_file))
+  return bool(main_file and module_file) and os.path.dirname(os.path.abspath(module_file)) == os.path.dirname(
+    os.path.abspath(main_file)
+  )
 
 
 def define_common_flags(default_steps: int, default_batch: int) -> None:
   """Flags every experiment has: workdir, seed, length, logging cadence."""
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures; a run resumes from it.",
-                      required=True)
+  flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics and figures; a run resumes from it.", required=True
+  )
   flags.DEFINE_integer("seed", 0, "The run's one seed: initialisation, data order and every sampling key.")
-  flags.DEFINE_integer("num_steps", default_steps, "Training iterations (one = n_critic D + n_gen G updates).",
-                       lower_bound=0)
+  flags.DEFINE_integer(
+    "num_steps", default_steps, "Training iterations (one = n_critic D + n_gen G updates).", lower_bound=0
+  )
   flags.DEFINE_integer("batch_size", default_batch, "Global batch size (split over devices).", lower_bound=1)
   flags.DEFINE_integer("log_every", 500, "Iterations between metric logs.", lower_bound=1)
   flags.DEFINE_integer("checkpoint_every", 5000, "Iterations between checkpoints.", lower_bound=1)
-  flags.DEFINE_integer("sample_every", 5000, "Iterations between sample figures (0: only at the end).",
-                       lower_bound=0)
+  flags.DEFINE_integer("sample_every", 5000, "Iterations between sample figures (0: only at the end).", lower_bound=0)
   flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.", lower_bound=1)
   flags.DEFINE_integer("num_devices", None, "Devices in the data mesh (default: all).", lower_bound=1)
   flags.DEFINE_bool("skip_nonfinite", False, "Drop updates with NaN/Inf losses or gradients instead of stopping.")
-  flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS") or None,
-                      "host:port of process 0 in a multi-process run (default: $JAX_COORDINATOR_ADDRESS).")
-  flags.DEFINE_integer("num_processes", _env_int("JAX_NUM_PROCESSES"),
-                       "Processes in a multi-process run (default: $JAX_NUM_PROCESSES).", lower_bound=1)
-  flags.DEFINE_integer("process_id", _env_int("JAX_PROCESS_ID"),
-                       "This process's index in [0, num_processes) (default: $JAX_PROCESS_ID).", lower_bound=0)
-  flags.DEFINE_bool("distributed", False, "Join a multi-process run whose coordinator jax detects itself "
-                    "(Cloud TPU pod, SLURM, Open MPI, Kubernetes); not needed with --coordinator_address.")
+  flags.DEFINE_string(
+    "coordinator_address",
+    os.environ.get("JAX_COORDINATOR_ADDRESS") or None,
+    "host:port of process 0 in a multi-process run (default: $JAX_COORDINATOR_ADDRESS).",
+  )
+  flags.DEFINE_integer(
+    "num_processes",
+    _env_int("JAX_NUM_PROCESSES"),
+    "Processes in a multi-process run (default: $JAX_NUM_PROCESSES).",
+    lower_bound=1,
+  )
+  flags.DEFINE_integer(
+    "process_id",
+    _env_int("JAX_PROCESS_ID"),
+    "This process's index in [0, num_processes) (default: $JAX_PROCESS_ID).",
+    lower_bound=0,
+  )
+  flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Join a multi-process run whose coordinator jax detects itself "
+    "(Cloud TPU pod, SLURM, Open MPI, Kubernetes); not needed with --coordinator_address.",
+  )
 
 
 def _env_int(name: str) -> int | None:

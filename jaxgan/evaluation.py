@@ -73,8 +73,19 @@ from jaxgan.metrics import classifier as clf
 from jaxgan.metrics import features as features_lib
 from jaxgan.metrics import frechet, inception_score, kid, modes, prdc
 
-__all__ = ["METRICS", "ImageEvaluator", "ToyEvaluator", "check_classifier", "evaluate_run", "make_evaluator",
-           "metric_mode", "parse_metrics", "results_markdown", "training_eval", "write_results"]
+__all__ = [
+  "METRICS",
+  "ImageEvaluator",
+  "ToyEvaluator",
+  "check_classifier",
+  "evaluate_run",
+  "make_evaluator",
+  "metric_mode",
+  "parse_metrics",
+  "results_markdown",
+  "training_eval",
+  "write_results",
+]
 
 # Metric groups (the names --metrics takes) and the rows each one writes.
 METRICS = ("fcd", "kid", "prdc", "confidence", "label_accuracy", "modes", "fid", "is")
@@ -85,8 +96,9 @@ _CLASSIFIER_ROWS["confidence"] = ("confident_fraction",)  # classifier only: no 
 CONFIDENCE_THRESHOLD = 0.9
 _TOY_ROWS = ("modes_captured", "high_quality_percent", "reverse_kl")
 _STACKED_ROWS = ("stacked_modes", "stacked_kl_to_uniform")
-LOWER_IS_BETTER = frozenset({"fcd", "kid", "pixel_frechet_distance", "pixel_kid", "fid", "reverse_kl",
-                             "stacked_kl_to_uniform"})
+LOWER_IS_BETTER = frozenset(
+  {"fcd", "kid", "pixel_frechet_distance", "pixel_kid", "fid", "reverse_kl", "stacked_kl_to_uniform"}
+)
 DEFAULT_NUM_IMAGES = 10000
 PIXEL_FRECHET_MAX_DIM = 4096  # a d x d covariance eigendecomposition beyond this is too slow to be useful
 _SAMPLE_TAG = 0xE7A2  # evaluation z / labels, folded into the evaluation seed (never the training keys)
@@ -100,7 +112,7 @@ Scores = dict[str, tuple[float, float | None]]  # row -> (value, std or None)
 
 
 def metric_mode(name: str) -> str:
-  """"min" when lower values of row ``name`` are better (distances, KL), else "max"."""
+  """ "min" when lower values of row ``name`` are better (distances, KL), else "max"."""
   return "min" if name in LOWER_IS_BETTER else "max"
 
 
@@ -116,8 +128,10 @@ def parse_metrics(names: Sequence[str] | str | None) -> tuple[str, ...] | None:
 
 
 def _train_hint(dataset: str) -> str:
-  return (f"train it with `{clf.train_command(dataset, '/tmp/clf_' + dataset)}` and pass "
-          f"--classifier_workdir=/tmp/clf_{dataset}")
+  return (
+    f"train it with `{clf.train_command(dataset, '/tmp/clf_' + dataset)}` and pass "
+    f"--classifier_workdir=/tmp/clf_{dataset}"
+  )
 
 
 def check_classifier(workdir: str, dataset: str, image_shape: Sequence[int], num_classes: int | None) -> dict:
@@ -128,13 +142,17 @@ def check_classifier(workdir: str, dataset: str, image_shape: Sequence[int], num
   another dataset, image shape or number of classes.
   """
   info = clf.read_classifier_info(workdir, dataset)
-  if (info["dataset"] != dataset or tuple(info["image_shape"]) != tuple(image_shape)
-      or (num_classes is not None and info["num_classes"] != num_classes)):
+  if (
+    info["dataset"] != dataset
+    or tuple(info["image_shape"]) != tuple(image_shape)
+    or (num_classes is not None and info["num_classes"] != num_classes)
+  ):
     raise ConfigError(
-        f"the classifier in {os.path.abspath(workdir)} was trained on {info['dataset']} "
-        f"({tuple(info['image_shape'])}, {info['num_classes']} classes) but this run is {dataset} "
-        f"({tuple(image_shape)}, {num_classes} classes): train one with "
-        f"`{clf.train_command(dataset, '/tmp/clf_' + dataset)}`")
+      f"the classifier in {os.path.abspath(workdir)} was trained on {info['dataset']} "
+      f"({tuple(info['image_shape'])}, {info['num_classes']} classes) but this run is {dataset} "
+      f"({tuple(image_shape)}, {num_classes} classes): train one with "
+      f"`{clf.train_command(dataset, '/tmp/clf_' + dataset)}`"
+    )
   return info
 
 
@@ -185,23 +203,38 @@ class ImageEvaluator:
     use_inception: False leaves fid / is out (the trainer's periodic evaluation).
   """
 
-  def __init__(self, cfg: Mapping[str, Any], kind: str, *, metrics: Sequence[str] | None = None,
-               classifier_workdir: str | None = None, inception_weights: str | None = None,
-               num_real: int = DEFAULT_NUM_IMAGES, num_fake: int = DEFAULT_NUM_IMAGES, seed: int = 0,
-               with_floor: bool = True, use_inception: bool = True):
+  def __init__(
+    self,
+    cfg: Mapping[str, Any],
+    kind: str,
+    *,
+    metrics: Sequence[str] | None = None,
+    classifier_workdir: str | None = None,
+    inception_weights: str | None = None,
+    num_real: int = DEFAULT_NUM_IMAGES,
+    num_fake: int = DEFAULT_NUM_IMAGES,
+    seed: int = 0,
+    with_floor: bool = True,
+    use_inception: bool = True,
+  ):
     self.cfg, self.kind, self.seed = dict(cfg), kind, int(seed)
     self.notes: list[str] = []
     dataset = cfg["dataset"]
     self.dataset = dataset
-    self.stacked_base = dataset[len("stacked_"):] if dataset.startswith("stacked_") else None
-    applicable = ["fcd", "kid", "prdc", "confidence"] + (["label_accuracy"] if kind == runs.CONDITIONAL else []) + \
-        (["modes"] if self.stacked_base else []) + (["fid", "is"] if use_inception else [])
+    self.stacked_base = dataset[len("stacked_") :] if dataset.startswith("stacked_") else None
+    applicable = (
+      ["fcd", "kid", "prdc", "confidence"]
+      + (["label_accuracy"] if kind == runs.CONDITIONAL else [])
+      + (["modes"] if self.stacked_base else [])
+      + (["fid", "is"] if use_inception else [])
+    )
     explicit = metrics is not None
     if explicit:
       for name in metrics:
         if name not in applicable:
-          raise ConfigError(f"--metrics={name} does not apply to this {kind} run of {dataset} "
-                            f"(it takes {', '.join(applicable)})")
+          raise ConfigError(
+            f"--metrics={name} does not apply to this {kind} run of {dataset} (it takes {', '.join(applicable)})"
+          )
     groups = [g for g in applicable if g in metrics] if explicit else applicable
 
     source, self.image_shape = experiment_utils.open_dataset(cfg)
@@ -215,36 +248,46 @@ class ImageEvaluator:
         check_classifier(classifier_workdir, self.stacked_base, (*self.image_shape[:2], 1), None)
         self.stacked_logits = clf.ClassifierFeatures(classifier_workdir, self.stacked_base).logits_fn
         if explicit and "fcd" in groups:
-          raise ConfigError(f"--metrics=fcd needs a classifier trained on {dataset}; the one in "
-                            f"{os.path.abspath(classifier_workdir)} is trained on {self.stacked_base} (it serves the "
-                            f"stacked mode count): {_train_hint(dataset)}")
+          raise ConfigError(
+            f"--metrics=fcd needs a classifier trained on {dataset}; the one in "
+            f"{os.path.abspath(classifier_workdir)} is trained on {self.stacked_base} (it serves the "
+            f"stacked mode count): {_train_hint(dataset)}"
+          )
         if any(g in groups for g in ("fcd", "kid", "prdc")):
-          self.notes.append(f"the classifier is trained on {self.stacked_base}: FCD, KID and precision/recall are "
-                            "computed on pixels")
+          self.notes.append(
+            f"the classifier is trained on {self.stacked_base}: FCD, KID and precision/recall are computed on pixels"
+          )
       else:
         check_classifier(classifier_workdir, dataset, self.image_shape, self.num_classes)
         self.classifier = clf.ClassifierFeatures(classifier_workdir, dataset)
         if "modes" in groups:
           if explicit:
-            raise ConfigError(f"--metrics=modes counts stacked modes with a classifier trained on "
-                              f"{self.stacked_base}: {_train_hint(self.stacked_base)}")
+            raise ConfigError(
+              f"--metrics=modes counts stacked modes with a classifier trained on "
+              f"{self.stacked_base}: {_train_hint(self.stacked_base)}"
+            )
           self.notes.append(f"stacked modes skipped: they need a classifier trained on {self.stacked_base}")
           groups.remove("modes")
       self.classifier_info = {k: info.get(k) for k in ("arch", "dataset", "test_accuracy", "params_digest")} | {
-          "workdir": os.path.abspath(classifier_workdir)}
+        "workdir": os.path.abspath(classifier_workdir)
+      }
     elif needs and explicit:
       target = self.stacked_base if needs == ["modes"] else dataset
       raise ConfigError(f"--metrics={needs[0]} needs a classifier trained on real {target}: {_train_hint(target)}")
     if self.classifier is None:
-      skipped = [g for g in groups if g in ("confidence", "label_accuracy") or
-                 (g == "modes" and self.stacked_logits is None)]
+      skipped = [
+        g for g in groups if g in ("confidence", "label_accuracy") or (g == "modes" and self.stacked_logits is None)
+      ]
       groups = [g for g in groups if g not in skipped]
       on_pixels = [g for g in groups if g in ("fcd", "kid", "prdc")]
       if not classifier_workdir and (skipped or on_pixels):
-        what = ", ".join([f"{', '.join(skipped)} skipped"] * bool(skipped) +
-                         [f"{', '.join(on_pixels)} computed on pixels (pixel_*)"] * bool(on_pixels))
-        self.notes.append(f"no --classifier_workdir: {what}; for classifier features "
-                          f"{_train_hint(self.stacked_base or dataset)}")
+        what = ", ".join(
+          [f"{', '.join(skipped)} skipped"] * bool(skipped)
+          + [f"{', '.join(on_pixels)} computed on pixels (pixel_*)"] * bool(on_pixels)
+        )
+        self.notes.append(
+          f"no --classifier_workdir: {what}; for classifier features {_train_hint(self.stacked_base or dataset)}"
+        )
     if "modes" in groups:
       try:
         from jaxgan.metrics.stacked import stacked_mode_count  # written alongside; optional until then
@@ -258,8 +301,10 @@ class ImageEvaluator:
     dims = int(np.prod(self.image_shape))
     if self.classifier is None and "fcd" in groups and dims > PIXEL_FRECHET_MAX_DIM:
       if explicit:
-        raise ConfigError(f"--metrics=fcd without a classifier would be a Fréchet distance on {dims} pixels "
-                          f"(too large a covariance): {_train_hint(dataset)}")
+        raise ConfigError(
+          f"--metrics=fcd without a classifier would be a Fréchet distance on {dims} pixels "
+          f"(too large a covariance): {_train_hint(dataset)}"
+        )
       self.notes.append(f"pixel Fréchet distance skipped: {dims} pixel dimensions > {PIXEL_FRECHET_MAX_DIM}")
       groups.remove("fcd")
     # ------------------------------------------------------------ Inception
@@ -267,15 +312,18 @@ class ImageEvaluator:
     wants_inception = [g for g in groups if g in ("fid", "is")]
     if wants_inception and inception_weights:
       from jaxgan.metrics import inception as inception_lib
+
       try:
         self.inception = _InceptionBoth(inception_lib.InceptionFeatures(inception_weights))
       except (OSError, ValueError) as e:
         raise ConfigError(f"--inception_weights={inception_weights}: {str(e).splitlines()[0]}") from None
       self.inception_weights = os.path.abspath(inception_weights)
     elif wants_inception and explicit:
-      raise ConfigError(f"--metrics={wants_inception[0]} needs the FID Inception weights: pass --inception_weights="
-                        "FILE or set JAXGAN_INCEPTION_WEIGHTS (see jaxgan/metrics/inception.py; nothing is "
-                        "downloaded)")
+      raise ConfigError(
+        f"--metrics={wants_inception[0]} needs the FID Inception weights: pass --inception_weights="
+        "FILE or set JAXGAN_INCEPTION_WEIGHTS (see jaxgan/metrics/inception.py; nothing is "
+        "downloaded)"
+      )
     elif wants_inception:
       self.notes.append("fid and is skipped: no --inception_weights (or $JAXGAN_INCEPTION_WEIGHTS)")
       groups = [g for g in groups if g not in ("fid", "is")]
@@ -308,8 +356,9 @@ class ImageEvaluator:
     if n_real < 4 or n_fake < 4:
       raise ConfigError(f"too few images to evaluate: n_real={n_real}, n_fake={n_fake} (at least 4 each)")
     if n_fake < num_fake and with_floor:
-      self.notes.append(f"n_fake = {n_fake} < {num_fake} asked for: the floor needs as many real held-out images "
-                        f"({self.held_out})")
+      self.notes.append(
+        f"n_fake = {n_fake} < {num_fake} asked for: the floor needs as many real held-out images ({self.held_out})"
+      )
     if n_real < num_real:
       self.notes.append(f"n_real = {n_real} < {num_real} asked for: the training data has {len(source)} images")
     self.n_real, self.n_fake = n_real, n_fake
@@ -368,13 +417,16 @@ class ImageEvaluator:
         out["pixel_frechet_distance" if pixel else "fcd"] = (frechet.fid_from_features(real, feats), None)
       if "kid" in self.groups:
         out["pixel_kid" if pixel else "kid"] = kid.kernel_inception_distance(
-            real, feats, n_subsets=_KID_SUBSETS, subset_size=_KID_SUBSET_SIZE, seed=self.seed)
+          real, feats, n_subsets=_KID_SUBSETS, subset_size=_KID_SUBSET_SIZE, seed=self.seed
+        )
       if "prdc" in self.groups:
         for k, v in prdc.prdc(real, feats, k=3).items():
           out[f"pixel_{k}" if pixel else k] = (float(v), None)
     if "confidence" in self.groups:
-      out["confident_fraction"] = (clf.confident_fraction(self.classifier.logits_fn, images, CONFIDENCE_THRESHOLD),
-                                   None)
+      out["confident_fraction"] = (
+        clf.confident_fraction(self.classifier.logits_fn, images, CONFIDENCE_THRESHOLD),
+        None,
+      )
     if "label_accuracy" in self.groups:
       acc = clf.label_accuracy(self.classifier.logits_fn, images, labels, self.num_classes)
       out["label_accuracy"] = (acc["accuracy"], None)
@@ -384,6 +436,7 @@ class ImageEvaluator:
       out["stacked_kl_to_uniform"] = (float(counted["kl_to_uniform"]), None)
     if "fid" in self.groups or "is" in self.groups:
       from jaxgan.metrics.inception import POOL_DIM
+
       both = self._extract("inception", images)
       feats, logits = both[:, :POOL_DIM], both[:, POOL_DIM:]
       if "fid" in self.groups:
@@ -419,8 +472,9 @@ class ImageEvaluator:
 class ToyEvaluator:
   """Mode metrics of a 2-D mixture run (`jaxgan.metrics.modes`); floor: samples of the mixture itself."""
 
-  def __init__(self, cfg: Mapping[str, Any], *, metrics: Sequence[str] | None = None, num_fake: int | None = None,
-               seed: int = 0):
+  def __init__(
+    self, cfg: Mapping[str, Any], *, metrics: Sequence[str] | None = None, num_fake: int | None = None, seed: int = 0
+  ):
     if metrics is not None and set(metrics) != {"modes"}:
       bad = [m for m in metrics if m != "modes"][0]
       raise ConfigError(f"--metrics={bad} does not apply to this toy run of {cfg['dataset']} (it takes modes)")
@@ -448,25 +502,48 @@ class ToyEvaluator:
     return self._score(np.asarray(self.mixture.sample(key, self.n_fake)))
 
 
-def make_evaluator(cfg: Mapping[str, Any], *, metrics: Sequence[str] | None = None,
-                   classifier_workdir: str | None = None, inception_weights: str | None = None,
-                   num_real: int | None = None, num_fake: int | None = None, seed: int = 0,
-                   with_floor: bool = True):
+def make_evaluator(
+  cfg: Mapping[str, Any],
+  *,
+  metrics: Sequence[str] | None = None,
+  classifier_workdir: str | None = None,
+  inception_weights: str | None = None,
+  num_real: int | None = None,
+  num_fake: int | None = None,
+  seed: int = 0,
+  with_floor: bool = True,
+):
   """The evaluator for a run of any kind (see `ImageEvaluator`, `ToyEvaluator`)."""
   kind = runs.run_kind(cfg)
   if kind == runs.TOY:
     return ToyEvaluator(cfg, metrics=metrics, num_fake=num_fake, seed=seed)
-  return ImageEvaluator(cfg, kind, metrics=metrics, classifier_workdir=classifier_workdir,
-                        inception_weights=inception_weights, num_real=num_real or DEFAULT_NUM_IMAGES,
-                        num_fake=num_fake or DEFAULT_NUM_IMAGES, seed=seed, with_floor=with_floor)
+  return ImageEvaluator(
+    cfg,
+    kind,
+    metrics=metrics,
+    classifier_workdir=classifier_workdir,
+    inception_weights=inception_weights,
+    num_real=num_real or DEFAULT_NUM_IMAGES,
+    num_fake=num_fake or DEFAULT_NUM_IMAGES,
+    seed=seed,
+    with_floor=with_floor,
+  )
 
 
 # ---------------------------------------------------------------------------- a whole run
 
 
-def evaluate_run(workdir: str, *, step: str | int = "latest", metrics: Sequence[str] | str | None = None,
-                 classifier_workdir: str | None = None, inception_weights: str | None = None,
-                 num_real: int | None = None, num_fake: int | None = None, seed: int = 0) -> dict:
+def evaluate_run(
+  workdir: str,
+  *,
+  step: str | int = "latest",
+  metrics: Sequence[str] | str | None = None,
+  classifier_workdir: str | None = None,
+  inception_weights: str | None = None,
+  num_real: int | None = None,
+  num_fake: int | None = None,
+  seed: int = 0,
+) -> dict:
   """Restores checkpoint ``step`` of the run in ``workdir`` and scores it beside the real-vs-real floor.
 
   Args:
@@ -491,9 +568,17 @@ def evaluate_run(workdir: str, *, step: str | int = "latest", metrics: Sequence[
   cfg = runs.read_flags(workdir)
   if inception_weights is None:
     from jaxgan.metrics.inception import ENV_VAR
+
     inception_weights = os.environ.get(ENV_VAR) or None
-  evaluator = make_evaluator(cfg, metrics=groups, classifier_workdir=classifier_workdir,
-                             inception_weights=inception_weights, num_real=num_real, num_fake=num_fake, seed=seed)
+  evaluator = make_evaluator(
+    cfg,
+    metrics=groups,
+    classifier_workdir=classifier_workdir,
+    inception_weights=inception_weights,
+    num_real=num_real,
+    num_fake=num_fake,
+    seed=seed,
+  )
   for note in evaluator.notes:
     logging.info("note: %s", note)
   run = runs.load_run(workdir, step)
@@ -509,22 +594,35 @@ def evaluate_run(workdir: str, *, step: str | int = "latest", metrics: Sequence[
         record["std"], record["std_of"] = _sanitize(values[0][1]), "splits" if name == "is" else "subsets"
     else:
       v = np.asarray([x for x, _ in values], np.float64)
-      record.update(value=_sanitize(v.mean()), std=_sanitize(v.std()), std_of="seeds",
-                    per_seed={str(s): _sanitize(x) for (s, _), x in zip(per_seed, v)})
+      record.update(
+        value=_sanitize(v.mean()),
+        std=_sanitize(v.std()),
+        std_of="seeds",
+        per_seed={str(s): _sanitize(x) for (s, _), x in zip(per_seed, v)},
+      )
     record["floor"] = _sanitize(floor[name][0])
     if floor[name][1] is not None:
       record["floor_std"] = _sanitize(floor[name][1])
-    record.update(n_real=evaluator.n_real, n_fake=evaluator.n_fake, step=run.step,
-                  feature_space=evaluator.space_of(name))
+    record.update(
+      n_real=evaluator.n_real, n_fake=evaluator.n_fake, step=run.step, feature_space=evaluator.space_of(name)
+    )
     records.append(record)
   best = trainer.read_best(run.workdir) if run.checkpoint == "best" else None
   header = {
-      "workdir": run.workdir, "experiment": run.experiment, "kind": run.kind, "dataset": cfg["dataset"],
-      "checkpoint": run.checkpoint, "step": run.step,
-      "best": None if best is None else {k: best.get(k) for k in ("best_metric", "best_mode", "best_value", "step")},
-      "parameters": "ema" if run.state.ema_params is not None else "generator",
-      "classifier": evaluator.classifier_info, "inception_weights": evaluator.inception_weights,
-      "held_out": evaluator.held_out, "seed": seed, "seeds": [s for s, _ in per_seed], "notes": evaluator.notes,
+    "workdir": run.workdir,
+    "experiment": run.experiment,
+    "kind": run.kind,
+    "dataset": cfg["dataset"],
+    "checkpoint": run.checkpoint,
+    "step": run.step,
+    "best": None if best is None else {k: best.get(k) for k in ("best_metric", "best_mode", "best_value", "step")},
+    "parameters": "ema" if run.state.ema_params is not None else "generator",
+    "classifier": evaluator.classifier_info,
+    "inception_weights": evaluator.inception_weights,
+    "held_out": evaluator.held_out,
+    "seed": seed,
+    "seeds": [s for s, _ in per_seed],
+    "notes": evaluator.notes,
   }
   return {"header": header, "records": records}
 
@@ -541,8 +639,10 @@ def results_markdown(records: Sequence[Mapping[str, Any]], header: Mapping[str, 
   and notes when ``header`` is given). KID and IS are written mean ± std."""
   lines = []
   if header is not None:
-    title = (f"{header['experiment']} on {header['dataset']}, checkpoint {header['checkpoint']} (step "
-             f"{header['step']}), {header['parameters']} parameters")
+    title = (
+      f"{header['experiment']} on {header['dataset']}, checkpoint {header['checkpoint']} (step "
+      f"{header['step']}), {header['parameters']} parameters"
+    )
     if header.get("best"):
       title += f" (best {header['best']['best_metric']} = {header['best']['best_value']:.4g})"
     if header.get("classifier"):
@@ -553,8 +653,10 @@ def results_markdown(records: Sequence[Mapping[str, Any]], header: Mapping[str, 
     lines += [title, ""]
   lines += ["| metric | value | real-vs-real floor | n_real | n_fake | step |", "|---|---|---|---|---|---|"]
   for r in records:
-    lines.append(f"| {r['metric']} | {_fmt(r['value'], r.get('std'))} | {_fmt(r['floor'], r.get('floor_std'))} | "
-                 f"{r['n_real']} | {r['n_fake']} | {r['step']} |")
+    lines.append(
+      f"| {r['metric']} | {_fmt(r['value'], r.get('std'))} | {_fmt(r['floor'], r.get('floor_std'))} | "
+      f"{r['n_real']} | {r['n_fake']} | {r['step']} |"
+    )
   if header is not None and len(header.get("seeds") or []) > 1:
     lines += ["", f"values: mean ± std over seeds {header['seeds']}"]
   if header is not None and header.get("notes"):
@@ -582,9 +684,15 @@ def write_results(result: Mapping[str, Any], directory: str | None = None) -> tu
 # ---------------------------------------------------------------------------- during training
 
 
-def training_eval(cfg: Mapping[str, Any], config: steps.StepConfig, *, eval_every: int, best_metric: str | None,
-                  classifier_workdir: str | None, num_samples: int
-                  ) -> tuple[Callable[[Any, int], dict] | None, str | None, str]:
+def training_eval(
+  cfg: Mapping[str, Any],
+  config: steps.StepConfig,
+  *,
+  eval_every: int,
+  best_metric: str | None,
+  classifier_workdir: str | None,
+  num_samples: int,
+) -> tuple[Callable[[Any, int], dict] | None, str | None, str]:
   """The trainer's ``(eval_fn, best_metric, best_mode)`` for --eval_every / --best_metric.
 
   ``eval_fn(state, step)`` scores ``num_samples`` samples (z, labels and
@@ -602,13 +710,22 @@ def training_eval(cfg: Mapping[str, Any], config: steps.StepConfig, *, eval_ever
   if kind == runs.TOY:
     evaluator = ToyEvaluator(cfg, num_fake=num_samples, seed=cfg["seed"])
   else:
-    evaluator = ImageEvaluator(cfg, kind, classifier_workdir=classifier_workdir, num_real=num_samples,
-                               num_fake=num_samples, seed=cfg["seed"], with_floor=False, use_inception=False)
+    evaluator = ImageEvaluator(
+      cfg,
+      kind,
+      classifier_workdir=classifier_workdir,
+      num_real=num_samples,
+      num_fake=num_samples,
+      seed=cfg["seed"],
+      with_floor=False,
+      use_inception=False,
+    )
   names = evaluator.metric_names
   if best_metric and best_metric not in names:
     hint = "" if classifier_workdir else "; fcd, kid, precision, recall and label_accuracy need --classifier_workdir"
-    raise ConfigError(f"--best_metric={best_metric} is not computed by this run's evaluation (it computes "
-                      f"{', '.join(names)}){hint}")
+    raise ConfigError(
+      f"--best_metric={best_metric} is not computed by this run's evaluation (it computes {', '.join(names)}){hint}"
+    )
   for note in evaluator.notes:
     logging.info("evaluation: %s", note)
 

@@ -118,11 +118,11 @@ class GANLoss:
 
 
 LOSSES: dict[str, GANLoss] = {
-    "minimax": GANLoss(minimax_discriminator_loss, minimax_generator_loss),
-    "non_saturating": GANLoss(minimax_discriminator_loss, non_saturating_generator_loss),
-    "wasserstein": GANLoss(wasserstein_critic_loss, wasserstein_generator_loss),
-    "least_squares": GANLoss(least_squares_discriminator_loss, least_squares_generator_loss),
-    "hinge": GANLoss(hinge_discriminator_loss, hinge_generator_loss),
+  "minimax": GANLoss(minimax_discriminator_loss, minimax_generator_loss),
+  "non_saturating": GANLoss(minimax_discriminator_loss, non_saturating_generator_loss),
+  "wasserstein": GANLoss(wasserstein_critic_loss, wasserstein_generator_loss),
+  "least_squares": GANLoss(least_squares_discriminator_loss, least_squares_generator_loss),
+  "hinge": GANLoss(hinge_discriminator_loss, hinge_generator_loss),
 }
 
 

@@ -39,8 +39,15 @@ from jaxgan import steps
 from jaxgan.errors import ConfigError
 from jaxgan.state import GANState, create_gan_state
 
-__all__ = ["stack_states", "unstack_state", "num_seeds", "create_multiseed_state", "make_multiseed_train_step",
-           "flatten_seed_metrics", "StackedIterator"]
+__all__ = [
+  "stack_states",
+  "unstack_state",
+  "num_seeds",
+  "create_multiseed_state",
+  "make_multiseed_train_step",
+  "flatten_seed_metrics",
+  "StackedIterator",
+]
 
 
 # vmap axes of a stacked GANState: every leaf mapped on axis 0 but the shared iteration counter.
@@ -48,120 +55,127 @@ STATE_AXES = GANState(step=None, key=0, gen=0, disc=0, ema_params=0, extra=0)
 
 
 def stack_states(states: Sequence[GANState]) -> GANState:
-    """Stacks K `GANState`s of identical structure: a leading axis K on every leaf but ``step``.
+  """Stacks K `GANState`s of identical structure: a leading axis K on every leaf but ``step``.
 
-    The static parts (modules' ``apply_fn``, optax transformations) must be the
-    same objects or compare equal: build the K states with the same modules and
-    optimisers. The states must be at the same iteration.
-    """
-    if not states:
-        raise ConfigError("stack_states needs at least one state")
-    structures = {jax.tree.structure(s) for s in states}
-    if len(structures) != 1:
-        raise ConfigError("the states to stack differ in structure: build them with the same modules, "
-                          "optimisers and flags")
-    counts = {int(s.step) for s in states}
-    if len(counts) != 1:
-        raise ConfigError(f"the states to stack are at different iterations {sorted(counts)}")
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[s.replace(step=None) for s in states])
-    return stacked.replace(step=states[0].step)
+  The static parts (modules' ``apply_fn``, optax transformations) must be the
+  same objects or compare equal: build the K states with the same modules and
+  optimisers. The states must be at the same iteration.
+  """
+  if not states:
+    raise ConfigError("stack_states needs at least one state")
+  structures = {jax.tree.structure(s) for s in states}
+  if len(structures) != 1:
+    raise ConfigError("the states to stack differ in structure: build them with the same modules, optimisers and flags")
+  counts = {int(s.step) for s in states}
+  if len(counts) != 1:
+    raise ConfigError(f"the states to stack are at different iterations {sorted(counts)}")
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[s.replace(step=None) for s in states])
+  return stacked.replace(step=states[0].step)
 
 
 def unstack_state(state: GANState, index: int) -> GANState:
-    """Run ``index`` of a stacked state (for sampling, evaluation, saving one seed)."""
-    return jax.tree.map(lambda x: x[index], state.replace(step=None)).replace(step=state.step)
+  """Run ``index`` of a stacked state (for sampling, evaluation, saving one seed)."""
+  return jax.tree.map(lambda x: x[index], state.replace(step=None)).replace(step=state.step)
 
 
 def num_seeds(state: GANState) -> int:
-    """K, the size of the leading seed axis of a stacked state."""
-    return int(state.key.shape[0])
+  """K, the size of the leading seed axis of a stacked state."""
+  return int(state.key.shape[0])
 
 
 def create_multiseed_state(seeds: Sequence[int], **create_kwargs) -> GANState:
-    """K `create_gan_state(seed=s, **create_kwargs)` states, stacked.
+  """K `create_gan_state(seed=s, **create_kwargs)` states, stacked.
 
-    State k is bit-identical to the one a single-seed run with ``seeds[k]``
-    starts from (same initial parameters, same base key).
-    """
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds must be distinct, got {list(seeds)}")
-    return stack_states([create_gan_state(seed=int(s), **create_kwargs) for s in seeds])
+  State k is bit-identical to the one a single-seed run with ``seeds[k]``
+  starts from (same initial parameters, same base key).
+  """
+  if len(set(seeds)) != len(seeds):
+    raise ConfigError(f"seeds must be distinct, got {list(seeds)}")
+  return stack_states([create_gan_state(seed=int(s), **create_kwargs) for s in seeds])
 
 
 def flatten_seed_metrics(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """(K,)-shaped metrics -> scalars: the mean over seeds and one entry per seed.
+  """(K,)-shaped metrics -> scalars: the mean over seeds and one entry per seed.
 
-    Boolean flags are reduced with ``all`` (``finite`` is True when every seed's
-    update was finite), numbers with the mean; ``name/seed{k}`` keeps seed k.
-    """
-    out = {}
-    for name, value in metrics.items():
-        if value.dtype == jnp.bool_:
-            out[name] = jnp.all(value)
-            continue
-        out[name] = jnp.mean(value)
-        for k in range(value.shape[0]):
-            out[f"{name}/seed{k}"] = value[k]
-    return out
+  Boolean flags are reduced with ``all`` (``finite`` is True when every seed's
+  update was finite), numbers with the mean; ``name/seed{k}`` keeps seed k.
+  """
+  out = {}
+  for name, value in metrics.items():
+    if value.dtype == jnp.bool_:
+      out[name] = jnp.all(value)
+      continue
+    out[name] = jnp.mean(value)
+    for k in range(value.shape[0]):
+      out[f"{name}/seed{k}"] = value[k]
+  return out
 
 
-def make_multiseed_train_step(config: steps.StepConfig, *, shared_batch: bool = False,
-                              flat_metrics: bool = False, state_sharding: Any = None,
-                              batch_sharding: Any = None):
-    """``jax.vmap(train_step)`` over the seed axis, jitted, the stacked state donated.
+def make_multiseed_train_step(
+  config: steps.StepConfig,
+  *,
+  shared_batch: bool = False,
+  flat_metrics: bool = False,
+  state_sharding: Any = None,
+  batch_sharding: Any = None,
+):
+  """``jax.vmap(train_step)`` over the seed axis, jitted, the stacked state donated.
 
-    Args:
-      config: the step settings, shared by all seeds.
-      shared_batch: False (default): the batch has a leading seed axis, each run
-        sees its own data stream -- independent runs. True: one batch (with the
-        usual leading n_critic axis) is fed to every seed, e.g. for timing.
-      flat_metrics: return scalars (`flatten_seed_metrics`) instead of (K,)
-        arrays, as `jaxgan.trainer.fit` expects.
-      state_sharding, batch_sharding: as in `jaxgan.steps.make_train_step`
-        (replicated state, batch split over the data mesh along its batch axis,
-        which is axis 2 of a stacked batch).
+  Args:
+    config: the step settings, shared by all seeds.
+    shared_batch: False (default): the batch has a leading seed axis, each run
+      sees its own data stream -- independent runs. True: one batch (with the
+      usual leading n_critic axis) is fed to every seed, e.g. for timing.
+    flat_metrics: return scalars (`flatten_seed_metrics`) instead of (K,)
+      arrays, as `jaxgan.trainer.fit` expects.
+    state_sharding, batch_sharding: as in `jaxgan.steps.make_train_step`
+      (replicated state, batch split over the data mesh along its batch axis,
+      which is axis 2 of a stacked batch).
 
-    Returns:
-      ``step(stacked_state, batch) -> (stacked_state, metrics)``.
-    """
-    single = functools.partial(steps.train_step, config=config)
-    batched = jax.vmap(single, in_axes=(STATE_AXES, None if shared_batch else 0), out_axes=(STATE_AXES, 0))
+  Returns:
+    ``step(stacked_state, batch) -> (stacked_state, metrics)``.
+  """
+  single = functools.partial(steps.train_step, config=config)
+  batched = jax.vmap(single, in_axes=(STATE_AXES, None if shared_batch else 0), out_axes=(STATE_AXES, 0))
 
-    def fn(state, batch):
-        state, metrics = batched(state, batch)
-        return state, (flatten_seed_metrics(metrics) if flat_metrics else metrics)
+  def fn(state, batch):
+    state, metrics = batched(state, batch)
+    return state, (flatten_seed_metrics(metrics) if flat_metrics else metrics)
 
-    if state_sharding is None:
-        return jax.jit(fn, donate_argnums=0)
-    return jax.jit(fn, donate_argnums=0, in_shardings=(state_sharding, batch_sharding),
-                   out_shardings=(state_sharding, None))
+  if state_sharding is None:
+    return jax.jit(fn, donate_argnums=0)
+  return jax.jit(
+    fn, donate_argnums=0, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None)
+  )
 
 
 class StackedIterator:
-    """Batches of K iterators stacked on a new leading seed axis.
+  """Batches of K iterators stacked on a new leading seed axis.
 
-    ``get_state`` / ``set_state`` carry the K positions, so `jaxgan.trainer.fit`
-    resumes every seed's data stream where it stopped.
-    """
+  ``get_state`` / ``set_state`` carry the K positions, so `jaxgan.trainer.fit`
+  resumes every seed's data stream where it stopped.
+  """
 
-    def __init__(self, iterators: Sequence[Iterator[dict]]):
-        if not iterators:
-            raise ConfigError("StackedIterator needs at least one iterator")
-        self.iterators = list(iterators)
+  def __init__(self, iterators: Sequence[Iterator[dict]]):
+    if not iterators:
+      raise ConfigError("StackedIterator needs at least one iterator")
+    self.iterators = list(iterators)
 
-    def __iter__(self):
-        return self
+  def __iter__(self):
+    return self
 
-    def __next__(self) -> dict[str, jax.Array]:
-        batches = [next(it) for it in self.iterators]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+  def __next__(self) -> dict[str, jax.Array]:
+    batches = [next(it) for it in self.iterators]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
 
-    def get_state(self) -> dict:
-        return {"seeds": [it.get_state() for it in self.iterators]}
+  def get_state(self) -> dict:
+    return {"seeds": [it.get_state() for it in self.iterators]}
 
-    def set_state(self, state: dict) -> None:
-        if len(state["seeds"]) != len(self.iterators):
-            raise ConfigError(f"the data state holds {len(state['seeds'])} seeds, this run has "
-                              f"{len(self.iterators)}: resume with the same --num_seeds")
-        for it, s in zip(self.iterators, state["seeds"]):
-            it.set_state(s)
+  def set_state(self, state: dict) -> None:
+    if len(state["seeds"]) != len(self.iterators):
+      raise ConfigError(
+        f"the data state holds {len(state['seeds'])} seeds, this run has "
+        f"{len(self.iterators)}: resume with the same --num_seeds"
+      )
+    for it, s in zip(self.iterators, state["seeds"]):
+      it.set_state(s)

@@ -21,15 +21,20 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxgan.errors import ConfigError
 
 DATA_AXIS = "data"
 
 
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, auto: bool = False) -> bool:
+def initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  auto: bool = False,
+) -> bool:
   """Joins a multi-process JAX run; must run before anything touches a device.
 
   With ``coordinator_address`` (``host:port`` of process 0), ``num_processes``
@@ -40,24 +45,34 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
   """
   if coordinator_address is None and not auto:
     if num_processes not in (None, 1) or process_id not in (None, 0):
-      raise ConfigError("--num_processes/--process_id need --coordinator_address (or --distributed for "
-                        "cluster auto-detection)")
+      raise ConfigError(
+        "--num_processes/--process_id need --coordinator_address (or --distributed for cluster auto-detection)"
+      )
     return False
   if coordinator_address is not None:
     if num_processes is None or process_id is None:
-      raise ConfigError("--coordinator_address needs --num_processes and --process_id "
-                        "(or JAX_NUM_PROCESSES and JAX_PROCESS_ID)")
+      raise ConfigError(
+        "--coordinator_address needs --num_processes and --process_id (or JAX_NUM_PROCESSES and JAX_PROCESS_ID)"
+      )
     if not 0 <= process_id < num_processes:
       raise ConfigError(f"--process_id must be in [0, {num_processes}), got {process_id}")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+      coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
   except (RuntimeError, ValueError) as e:
-    raise ConfigError(f"could not join the distributed run at {coordinator_address or 'auto-detected cluster'}: "
-                      f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-  logging.info("process %d of %d joined; %d devices in all, %d local", jax.process_index(),
-               jax.process_count(), jax.device_count(), jax.local_device_count())
+    raise ConfigError(
+      f"could not join the distributed run at {coordinator_address or 'auto-detected cluster'}: "
+      f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    ) from None
+  logging.info(
+    "process %d of %d joined; %d devices in all, %d local",
+    jax.process_index(),
+    jax.process_count(),
+    jax.device_count(),
+    jax.local_device_count(),
+  )
   return True
 
 
@@ -71,12 +86,14 @@ def make_data_mesh(num_devices: int | None = None) -> Mesh:
   available = jax.device_count()
   num_devices = available if num_devices is None else num_devices
   if not 1 <= num_devices <= available:
-    raise ConfigError(f"asked for {num_devices} devices but {available} are visible: "
-                      f"use --num_devices between 1 and {available}")
+    raise ConfigError(
+      f"asked for {num_devices} devices but {available} are visible: use --num_devices between 1 and {available}"
+    )
   nproc = jax.process_count()
   if num_devices % nproc:
-    raise ConfigError(f"--num_devices={num_devices} does not split over the {nproc} processes: "
-                      f"use a multiple of {nproc}")
+    raise ConfigError(
+      f"--num_devices={num_devices} does not split over the {nproc} processes: use a multiple of {nproc}"
+    )
   per_process = num_devices // nproc
   by_process: dict[int, list] = {}
   for d in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
@@ -101,12 +118,12 @@ def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
   """A clear error when the global batch does not split evenly over the devices."""
   n = mesh.shape[DATA_AXIS]
   if batch_size % n:
-    raise ConfigError(f"--batch_size={batch_size} is not divisible by the {n} devices of the mesh: "
-                      f"use a multiple of {n}")
+    raise ConfigError(
+      f"--batch_size={batch_size} is not divisible by the {n} devices of the mesh: use a multiple of {n}"
+    )
 
 
-def process_batch_slice(global_batch: int, process_index: int | None = None,
-                        process_count: int | None = None) -> slice:
+def process_batch_slice(global_batch: int, process_index: int | None = None, process_count: int | None = None) -> slice:
   """The rows of a global batch that one process feeds (a contiguous block).
 
   Matches the process-major mesh of `make_data_mesh`: process p of P feeds rows
@@ -146,15 +163,21 @@ def host_local_to_global(local_batch: Any, mesh: Mesh, batch_axis: int = 0) -> A
     x = np.asarray(x)
     global_shape = list(x.shape)
     global_shape[batch_axis] *= nproc
-    rows = sorted({idx[batch_axis].indices(global_shape[batch_axis])[:2]
-                   for idx in sharding.addressable_devices_indices_map(tuple(global_shape)).values()})
+    rows = sorted(
+      {
+        idx[batch_axis].indices(global_shape[batch_axis])[:2]
+        for idx in sharding.addressable_devices_indices_map(tuple(global_shape)).values()
+      }
+    )
     expected = process_batch_slice(global_shape[batch_axis])
     if (rows[0][0], rows[-1][1]) != (expected.start, expected.stop) or any(
-        a[1] != b[0] for a, b in zip(rows, rows[1:])):
-      raise ConfigError(f"process {jax.process_index()} owns rows {rows} of the batch, not the block "
-                        f"{expected.start}:{expected.stop} its input pipeline produced; build the mesh "
-                        "with jaxgan.parallel.make_data_mesh")
+      a[1] != b[0] for a, b in zip(rows, rows[1:])
+    ):
+      raise ConfigError(
+        f"process {jax.process_index()} owns rows {rows} of the batch, not the block "
+        f"{expected.start}:{expected.stop} its input pipeline produced; build the mesh "
+        "with jaxgan.parallel.make_data_mesh"
+      )
     return jax.make_array_from_process_local_data(sharding, x, tuple(global_shape))
 
   return jax.tree.map(assemble, local_batch)
-

@@ -39,68 +39,72 @@ __all__ = ["Policy", "POLICIES", "get_policy", "apply_policy", "define_precision
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """Which dtype each part of a network uses.
+  """Which dtype each part of a network uses.
 
-    Attributes:
-      name: the ``--precision`` value.
-      compute_dtype: dtype of activations and of the matmul / convolution inputs.
-      param_dtype: dtype of the stored parameters, gradients and optimiser state.
-      output_dtype: dtype of network outputs (and so of losses).
-    """
+  Attributes:
+    name: the ``--precision`` value.
+    compute_dtype: dtype of activations and of the matmul / convolution inputs.
+    param_dtype: dtype of the stored parameters, gradients and optimiser state.
+    output_dtype: dtype of network outputs (and so of losses).
+  """
 
-    name: str
-    compute_dtype: Any
-    param_dtype: Any = jnp.float32
-    output_dtype: Any = jnp.float32
+  name: str
+  compute_dtype: Any
+  param_dtype: Any = jnp.float32
+  output_dtype: Any = jnp.float32
 
-    @property
-    def is_mixed(self) -> bool:
-        return jnp.dtype(self.compute_dtype) != jnp.dtype(self.param_dtype)
+  @property
+  def is_mixed(self) -> bool:
+    return jnp.dtype(self.compute_dtype) != jnp.dtype(self.param_dtype)
 
 
 POLICIES = {
-    "float32": Policy("float32", jnp.float32),
-    "bfloat16": Policy("bfloat16", jnp.bfloat16),
+  "float32": Policy("float32", jnp.float32),
+  "bfloat16": Policy("bfloat16", jnp.bfloat16),
 }
 
 DEFAULT_PRECISION = "float32"
 
 
 def get_policy(name: str) -> Policy:
-    """The `Policy` called ``name``; a `ConfigError` names the choices otherwise."""
-    try:
-        return POLICIES[name]
-    except KeyError:
-        raise ConfigError(f"unknown precision {name!r}: choose one of {', '.join(POLICIES)}") from None
+  """The `Policy` called ``name``; a `ConfigError` names the choices otherwise."""
+  try:
+    return POLICIES[name]
+  except KeyError:
+    raise ConfigError(f"unknown precision {name!r}: choose one of {', '.join(POLICIES)}") from None
 
 
 def apply_policy(module, policy: Policy | str):
-    """A copy of the flax ``module`` computing in ``policy.compute_dtype``.
+  """A copy of the flax ``module`` computing in ``policy.compute_dtype``.
 
-    Parameters are created in ``policy.param_dtype``; all submodules read both
-    dtypes from the top-level module's attributes, so the copy is complete.
-    """
-    policy = get_policy(policy) if isinstance(policy, str) else policy
-    if not (hasattr(module, "dtype") and hasattr(module, "param_dtype")):
-        raise ConfigError(f"{type(module).__name__} has no dtype/param_dtype attributes: "
-                          "it cannot follow a precision policy")
-    return module.clone(dtype=policy.compute_dtype, param_dtype=policy.param_dtype)
+  Parameters are created in ``policy.param_dtype``; all submodules read both
+  dtypes from the top-level module's attributes, so the copy is complete.
+  """
+  policy = get_policy(policy) if isinstance(policy, str) else policy
+  if not (hasattr(module, "dtype") and hasattr(module, "param_dtype")):
+    raise ConfigError(
+      f"{type(module).__name__} has no dtype/param_dtype attributes: it cannot follow a precision policy"
+    )
+  return module.clone(dtype=policy.compute_dtype, param_dtype=policy.param_dtype)
 
 
 def define_precision_flag(default: str = DEFAULT_PRECISION) -> None:
-    """Defines ``--precision`` (call once, next to `jaxgan.cli.define_common_flags`)."""
-    from absl import flags
+  """Defines ``--precision`` (call once, next to `jaxgan.cli.define_common_flags`)."""
+  from absl import flags
 
-    flags.DEFINE_enum("precision", default, list(POLICIES),
-                      "Compute dtype: float32, or bfloat16 compute with float32 parameters, optimiser "
-                      "state and losses.")
+  flags.DEFINE_enum(
+    "precision",
+    default,
+    list(POLICIES),
+    "Compute dtype: float32, or bfloat16 compute with float32 parameters, optimiser state and losses.",
+  )
 
 
 def precision_flag() -> Policy:
-    """The `Policy` chosen by ``--precision`` (float32 when the entry point did not define the flag)."""
-    from absl import flags
+  """The `Policy` chosen by ``--precision`` (float32 when the entry point did not define the flag)."""
+  from absl import flags
 
-    values = flags.FLAGS
-    if "precision" not in values:
-        return POLICIES[DEFAULT_PRECISION]
-    return get_policy(values.precision)
+  values = flags.FLAGS
+  if "precision" not in values:
+    return POLICIES[DEFAULT_PRECISION]
+  return get_policy(values.precision)

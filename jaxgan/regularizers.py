@@ -31,8 +31,9 @@ def _per_sample_grad_sq_norms(critic_fn: Callable[[Array], Array], x: Array) -> 
   return jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1)
 
 
-def gradient_penalty(critic_fn: Callable[[Array], Array], real: Array, fake: Array, key: Array,
-                     target: float = 1.0) -> Array:
+def gradient_penalty(
+  critic_fn: Callable[[Array], Array], real: Array, fake: Array, key: Array, target: float = 1.0
+) -> Array:
   """The two-sided WGAN-GP penalty (Gulrajani et al., 2017, "Improved Training of WGANs").
 
       GP = E_{x^}[(||grad_{x^} f(x^)||_2 - target)^2],   x^ = eps x + (1 - eps) x~,

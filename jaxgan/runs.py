@@ -34,9 +34,26 @@ from jaxgan.errors import CheckpointError, ConfigError
 from jaxgan.models.mlp import ToyCritic, ToyGenerator
 from jaxgan.state import GANState, create_gan_state
 
-__all__ = ["IMAGE", "CONDITIONAL", "TOY", "Run", "read_flags", "run_kind", "load_run", "schedule_optimizer",
-           "toy_state_kwargs", "toy_step_config", "toy_seeds", "conditional_models", "conditional_optimizers",
-           "conditional_step_config", "conditional_state", "parse_step", "CGAN_NAME", "TOY_NAME"]
+__all__ = [
+  "IMAGE",
+  "CONDITIONAL",
+  "TOY",
+  "Run",
+  "read_flags",
+  "run_kind",
+  "load_run",
+  "schedule_optimizer",
+  "toy_state_kwargs",
+  "toy_step_config",
+  "toy_seeds",
+  "conditional_models",
+  "conditional_optimizers",
+  "conditional_step_config",
+  "conditional_state",
+  "parse_step",
+  "CGAN_NAME",
+  "TOY_NAME",
+]
 
 IMAGE, CONDITIONAL, TOY = "image", "conditional", "toy"
 CGAN_NAME = "cgan"  # the names experiments/cgan.py and wgan.py sign their checkpoints with
@@ -138,9 +155,16 @@ def toy_seeds(cfg: Mapping[str, Any]) -> list[int]:
 
 
 def toy_step_config(cfg: Mapping[str, Any]) -> steps.StepConfig:
-  return steps.StepConfig(loss=cfg["loss"], n_critic=cfg["n_critic"], latent_dim=cfg["latent_dim"],
-                          latent_dist=cfg["latent_dist"], gp_weight=cfg["gp_weight"], ema_decay=cfg["ema_decay"],
-                          skip_nonfinite=bool(cfg.get("skip_nonfinite", False)), pack=cfg.get("pack", 1))
+  return steps.StepConfig(
+    loss=cfg["loss"],
+    n_critic=cfg["n_critic"],
+    latent_dim=cfg["latent_dim"],
+    latent_dist=cfg["latent_dist"],
+    gp_weight=cfg["gp_weight"],
+    ema_decay=cfg["ema_decay"],
+    skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
+    pack=cfg.get("pack", 1),
+  )
 
 
 def toy_state_kwargs(cfg: Mapping[str, Any]) -> dict:
@@ -150,9 +174,16 @@ def toy_state_kwargs(cfg: Mapping[str, Any]) -> dict:
   if cfg.get("clip_value"):
     d_tx = optax.chain(d_tx, regularizers.clip_weights(cfg["clip_value"]))
   generator = ToyGenerator(hidden=cfg.get("g_width") or cfg["width"], depth=cfg.get("g_depth") or cfg["depth"])
-  return dict(generator=generator, discriminator=ToyCritic(hidden=cfg["width"], depth=cfg["depth"]), g_tx=g_tx,
-              d_tx=d_tx, latent_dim=cfg["latent_dim"], data_shape=(2,), use_ema=cfg["ema_decay"] > 0,
-              pack=cfg.get("pack", 1))
+  return dict(
+    generator=generator,
+    discriminator=ToyCritic(hidden=cfg["width"], depth=cfg["depth"]),
+    g_tx=g_tx,
+    d_tx=d_tx,
+    latent_dim=cfg["latent_dim"],
+    data_shape=(2,),
+    use_ema=cfg["ema_decay"] > 0,
+    pack=cfg.get("pack", 1),
+  )
 
 
 def _abstract_toy_state(cfg: Mapping[str, Any]) -> GANState:
@@ -181,38 +212,66 @@ def _ints(values, flag: str):
 def conditional_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int], num_classes: int):
   """(G, D) of a cgan.py run from the registries of `jaxgan.models.cgan`, with its width overrides."""
   return conditional.build_conditional_pair(
-      cfg["generator"], cfg["discriminator"], tuple(image_shape), num_classes,
-      g_overrides={"hidden": _ints(cfg.get("g_hidden"), "g_hidden"), "width": cfg.get("g_width"),
-                   "dropout": cfg.get("g_dropout")},
-      d_overrides={"hidden": _ints(cfg.get("d_hidden"), "d_hidden"), "width": cfg.get("d_width"),
-                   "dropout": cfg.get("d_dropout")})
+    cfg["generator"],
+    cfg["discriminator"],
+    tuple(image_shape),
+    num_classes,
+    g_overrides={
+      "hidden": _ints(cfg.get("g_hidden"), "g_hidden"),
+      "width": cfg.get("g_width"),
+      "dropout": cfg.get("g_dropout"),
+    },
+    d_overrides={
+      "hidden": _ints(cfg.get("d_hidden"), "d_hidden"),
+      "width": cfg.get("d_width"),
+      "dropout": cfg.get("d_dropout"),
+    },
+  )
 
 
-def conditional_optimizers(cfg: Mapping[str, Any]) -> tuple[optax.GradientTransformation,
-                                                            optax.GradientTransformation]:
+def conditional_optimizers(cfg: Mapping[str, Any]) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
   """(g_tx, d_tx) of a cgan.py run: D at --d_lr (default --lr), n_critic updates per iteration."""
   d_lr = cfg["lr"] if cfg.get("d_lr") is None else cfg["d_lr"]
-  return (schedule_optimizer(cfg, cfg["lr"], cfg["num_steps"]),
-          schedule_optimizer(cfg, d_lr, cfg["num_steps"] * cfg["n_critic"]))
+  return (
+    schedule_optimizer(cfg, cfg["lr"], cfg["num_steps"]),
+    schedule_optimizer(cfg, d_lr, cfg["num_steps"] * cfg["n_critic"]),
+  )
 
 
 def conditional_step_config(cfg: Mapping[str, Any], num_classes: int) -> steps.StepConfig:
-  return steps.StepConfig(loss=cfg["loss"], n_critic=cfg["n_critic"], latent_dim=cfg["latent_dim"],
-                          latent_dist=cfg["latent_dist"], real_label=cfg["real_label"], gp_weight=cfg["gp_weight"],
-                          r1_weight=cfg["r1_weight"], ema_decay=cfg["ema_decay"], num_classes=num_classes,
-                          skip_nonfinite=bool(cfg.get("skip_nonfinite", False)))
+  return steps.StepConfig(
+    loss=cfg["loss"],
+    n_critic=cfg["n_critic"],
+    latent_dim=cfg["latent_dim"],
+    latent_dist=cfg["latent_dist"],
+    real_label=cfg["real_label"],
+    gp_weight=cfg["gp_weight"],
+    r1_weight=cfg["r1_weight"],
+    ema_decay=cfg["ema_decay"],
+    num_classes=num_classes,
+    skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
+  )
 
 
-def conditional_state(cfg: Mapping[str, Any], image_shape: tuple[int, int, int], num_classes: int,
-                      abstract: bool = False) -> GANState:
+def conditional_state(
+  cfg: Mapping[str, Any], image_shape: tuple[int, int, int], num_classes: int, abstract: bool = False
+) -> GANState:
   """The initial `GANState` of a cgan.py run (``abstract``: shapes only, a restore target)."""
   gen, disc = conditional_models(cfg, image_shape, num_classes)
   g_tx, d_tx = conditional_optimizers(cfg)
 
   def init():
-    return create_gan_state(seed=cfg["seed"], generator=gen, discriminator=disc, g_tx=g_tx, d_tx=d_tx,
-                            latent_dim=cfg["latent_dim"], data_shape=tuple(image_shape), num_classes=num_classes,
-                            use_ema=cfg["ema_decay"] > 0)
+    return create_gan_state(
+      seed=cfg["seed"],
+      generator=gen,
+      discriminator=disc,
+      g_tx=g_tx,
+      d_tx=d_tx,
+      latent_dim=cfg["latent_dim"],
+      data_shape=tuple(image_shape),
+      num_classes=num_classes,
+      use_ema=cfg["ema_decay"] > 0,
+    )
 
   return jax.eval_shape(init) if abstract else init()
 
@@ -260,6 +319,13 @@ def load_run(workdir: str, step: str | int = "latest") -> Run:
     target = _abstract_toy_state(cfg)
     state, _ = trainer.restore_checkpoint(workdir, target, checkpoint_lib.model_signature(TOY_NAME, target), step)
     config = toy_step_config(cfg)
-  return Run(workdir=workdir, cfg=cfg, kind=kind, state=state, config=config,
-             step=int(checkpoint_lib.host_value(state.step)), checkpoint=str(step),
-             image_shape=tuple(image_shape) if image_shape is not None else None)
+  return Run(
+    workdir=workdir,
+    cfg=cfg,
+    kind=kind,
+    state=state,
+    config=config,
+    step=int(checkpoint_lib.host_value(state.step)),
+    checkpoint=str(step),
+    image_shape=tuple(image_shape) if image_shape is not None else None,
+  )

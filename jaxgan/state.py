@@ -49,12 +49,10 @@ class GANState(flax.struct.PyTreeNode):
     return self.ema_params if self.ema_params is not None else self.gen.params
 
 
-def init_net(module, tx: optax.GradientTransformation, key: jax.Array, *example_inputs,
-             **kwargs) -> NetState:
+def init_net(module, tx: optax.GradientTransformation, key: jax.Array, *example_inputs, **kwargs) -> NetState:
   """Initialises ``module`` on ``example_inputs`` and wraps it in a `NetState`."""
   params_key, dropout_key = jax.random.split(key)
-  variables = module.init({"params": params_key, "dropout": dropout_key}, *example_inputs,
-                          train=False, **kwargs)
+  variables = module.init({"params": params_key, "dropout": dropout_key}, *example_inputs, train=False, **kwargs)
   variables = dict(variables)
   params = variables.pop("params")
   batch_stats = variables.pop("batch_stats", {})
@@ -62,9 +60,19 @@ def init_net(module, tx: optax.GradientTransformation, key: jax.Array, *example_
   return net.replace(step=jnp.zeros((), jnp.int32))
 
 
-def create_gan_state(*, seed: int, generator, discriminator, g_tx: optax.GradientTransformation,
-                     d_tx: optax.GradientTransformation, latent_dim: int, data_shape: tuple[int, ...],
-                     num_classes: int = 0, use_ema: bool = False, pack: int = 1) -> GANState:
+def create_gan_state(
+  *,
+  seed: int,
+  generator,
+  discriminator,
+  g_tx: optax.GradientTransformation,
+  d_tx: optax.GradientTransformation,
+  latent_dim: int,
+  data_shape: tuple[int, ...],
+  num_classes: int = 0,
+  use_ema: bool = False,
+  pack: int = 1,
+) -> GANState:
   """Builds the initial `GANState` from one integer seed.
 
   ``pack`` > 1 initialises the discriminator for PacGAN-packed inputs

@@ -129,8 +129,9 @@ def sample_labels(key: Array, batch_size: int, config: StepConfig) -> Array | No
   return jax.random.randint(key, (batch_size,), 0, config.num_classes)
 
 
-def apply_net(net: NetState, params: Any, inputs: Array, labels: Array | None, *, train: bool,
-              key: Array) -> tuple[Array, Any]:
+def apply_net(
+  net: NetState, params: Any, inputs: Array, labels: Array | None, *, train: bool, key: Array
+) -> tuple[Array, Any]:
   """Runs a network; returns (outputs, updated batch_stats).
 
   In training mode BatchNorm uses batch statistics and its running averages are
@@ -140,15 +141,21 @@ def apply_net(net: NetState, params: Any, inputs: Array, labels: Array | None, *
   if net.batch_stats:
     variables["batch_stats"] = net.batch_stats
   if train and net.batch_stats:
-    out, updates = net.apply_fn(variables, inputs, labels, train=True, rngs={"dropout": key},
-                                mutable=["batch_stats"])
+    out, updates = net.apply_fn(variables, inputs, labels, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
     return out, updates["batch_stats"]
   out = net.apply_fn(variables, inputs, labels, train=train, rngs={"dropout": key})
   return out, net.batch_stats
 
 
-def generate(state: GANState, z: Array, labels: Array | None = None, *, use_ema: bool = True,
-             train: bool = False, key: Array | None = None) -> Array:
+def generate(
+  state: GANState,
+  z: Array,
+  labels: Array | None = None,
+  *,
+  use_ema: bool = True,
+  train: bool = False,
+  key: Array | None = None,
+) -> Array:
   """Samples G(z[, labels]) with the EMA parameters when kept (eval mode by default)."""
   params = state.sampling_params() if use_ema else state.gen.params
   key = jax.random.PRNGKey(0) if key is None else key
@@ -159,8 +166,11 @@ def generate(state: GANState, z: Array, labels: Array | None = None, *, use_ema:
 @functools.partial(jax.jit, static_argnames=("config", "num_batches", "batch_size"))
 def _standing_stats(state: GANState, key: Array, config: StepConfig, num_batches: int, batch_size: int) -> Any:
   params = state.sampling_params()
-  labels = (jnp.arange(batch_size, dtype=jnp.int32) % config.num_classes  # balanced classes
-            if config.num_classes else None)
+  labels = (
+    jnp.arange(batch_size, dtype=jnp.int32) % config.num_classes  # balanced classes
+    if config.num_classes
+    else None
+  )
 
   def update(stats, z):
     net = state.gen.replace(batch_stats=stats)
@@ -180,8 +190,9 @@ def _standing_stats(state: GANState, key: Array, config: StepConfig, num_batches
   return jax.tree.map(lambda t, m: t / (num_batches * (1.0 - m)), total, momentum)
 
 
-def standing_batch_stats(state: GANState, config: StepConfig, key: Array, num_batches: int = 8,
-                         batch_size: int = 256) -> GANState:
+def standing_batch_stats(
+  state: GANState, config: StepConfig, key: Array, num_batches: int = 8, batch_size: int = 256
+) -> GANState:
   """Replaces the generator's BatchNorm running statistics by ones measured with the sampling params.
 
   The running statistics average activations of the *raw* generator; with EMA
@@ -230,14 +241,12 @@ def d_step(state: GANState, batch: Batch, key: Array, config: StepConfig) -> tup
     if disc.batch_stats:
       # BatchNorm: real and fake batches are normalised separately, as in the reference loops.
       real_out, stats = apply_net(disc, params, real, labels, train=True, key=d_drop_key)
-      fake_out, stats = apply_net(disc.replace(batch_stats=stats), params, fake, labels, train=True,
-                                  key=fake_drop_key)
+      fake_out, stats = apply_net(disc.replace(batch_stats=stats), params, fake, labels, train=True, key=fake_drop_key)
     else:
       # Per-sample networks: one pass over [real; fake] (same maths, half the kernel launches).
       both_labels = None if labels is None else jnp.concatenate([labels, labels])
-      both, stats = apply_net(disc, params, jnp.concatenate([real, fake]), both_labels, train=True,
-                              key=d_drop_key)
-      real_out, fake_out = both[:real.shape[0]], both[real.shape[0]:]
+      both, stats = apply_net(disc, params, jnp.concatenate([real, fake]), both_labels, train=True, key=d_drop_key)
+      real_out, fake_out = both[: real.shape[0]], both[real.shape[0] :]
     adv = loss_pair.discriminator(real_out, fake_out, config.real_label)
     loss = adv
     aux = {"d_adv_loss": adv, "d_real_out": jnp.mean(real_out), "d_fake_out": jnp.mean(fake_out)}
@@ -260,8 +269,13 @@ def d_step(state: GANState, batch: Batch, key: Array, config: StepConfig) -> tup
   finite = _all_finite(loss, grads)
   if config.skip_nonfinite:
     new_disc = _keep_if(finite, new_disc, disc)
-  metrics = {"d_loss": loss, "d_grad_norm": optax.tree.norm(grads),
-             "d_param_norm": optax.tree.norm(new_disc.params), "d_finite": finite, **aux}
+  metrics = {
+    "d_loss": loss,
+    "d_grad_norm": optax.tree.norm(grads),
+    "d_param_norm": optax.tree.norm(new_disc.params),
+    "d_finite": finite,
+    **aux,
+  }
   return state.replace(disc=new_disc), metrics
 
 
@@ -302,8 +316,13 @@ def g_step(state: GANState, batch: Batch, key: Array, config: StepConfig) -> tup
     decay = _ema_decay(config, new_gen.step)
     ema = optax.incremental_update(new_gen.params, state.ema_params, 1.0 - decay)
     new_state = new_state.replace(ema_params=ema)
-  metrics = {"g_loss": loss, "g_grad_norm": optax.tree.norm(grads),
-             "g_param_norm": optax.tree.norm(new_gen.params), "g_fake_out": fake_out, "g_finite": finite}
+  metrics = {
+    "g_loss": loss,
+    "g_grad_norm": optax.tree.norm(grads),
+    "g_param_norm": optax.tree.norm(new_gen.params),
+    "g_fake_out": fake_out,
+    "g_finite": finite,
+  }
   return new_state, metrics
 
 
@@ -347,5 +366,6 @@ def make_train_step(config: StepConfig, *, state_sharding: Any = None, batch_sha
   fn = functools.partial(train_step, config=config)
   if state_sharding is None:
     return jax.jit(fn, donate_argnums=0)
-  return jax.jit(fn, donate_argnums=0, in_shardings=(state_sharding, batch_sharding),
-                 out_shardings=(state_sharding, None))
+  return jax.jit(
+    fn, donate_argnums=0, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None)
+  )

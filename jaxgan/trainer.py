@@ -139,6 +139,7 @@ class _MetricsWriter:
       return
     try:
       from tensorboardX import SummaryWriter  # optional
+
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
     except ImportError:
       self._tb = None
@@ -201,14 +202,15 @@ def read_best(workdir: str) -> dict | None:
     step = checkpointer.latest_step()
     return None if step is None else checkpointer.read_meta(step)
   except Exception as e:  # noqa: BLE001 - an unreadable meta is one clear error
-    raise CheckpointError(f"the best checkpoint in {directory} is unreadable ({checkpoint_lib._one_line(e)}): "
-                          f"move {directory} away to start a new best") from None
+    raise CheckpointError(
+      f"the best checkpoint in {directory} is unreadable ({checkpoint_lib._one_line(e)}): "
+      f"move {directory} away to start a new best"
+    ) from None
   finally:
     checkpointer.close()
 
 
-def restore_checkpoint(workdir: str, target: Any, signature: str,
-                       step: str | int = "latest") -> tuple[Any, dict]:
+def restore_checkpoint(workdir: str, target: Any, signature: str, step: str | int = "latest") -> tuple[Any, dict]:
   """Restores a checkpoint of the run in ``workdir`` into the structure of ``target``.
 
   ``step`` is ``"latest"`` (the newest readable step of ``checkpoints/``, as a
@@ -219,8 +221,12 @@ def restore_checkpoint(workdir: str, target: Any, signature: str,
   """
   workdir = os.path.abspath(workdir)
   directory = os.path.join(workdir, BEST_DIR if step == "best" else CHECKPOINT_DIR)
-  missing = (f"{workdir} has no best checkpoint (nothing in {BEST_DIR}/): train with --eval_every=N "
-             "--best_metric=NAME, or choose --step=latest" if step == "best" else f"no checkpoint in {directory} yet")
+  missing = (
+    f"{workdir} has no best checkpoint (nothing in {BEST_DIR}/): train with --eval_every=N "
+    "--best_metric=NAME, or choose --step=latest"
+    if step == "best"
+    else f"no checkpoint in {directory} yet"
+  )
   if not os.path.isdir(directory):
     raise CheckpointError(missing)
   # Read-only: the run may still be training (its half-written steps are not ours to clean up).
@@ -236,11 +242,21 @@ def restore_checkpoint(workdir: str, target: Any, signature: str,
     checkpointer.close()
 
 
-def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: TrainerConfig,
-        run_flags: dict | None = None, mesh=None, batch_axis: int = 1,
-        sample_hook: Callable[[Any, int], None] | None = None,
-        eval_fn: Callable[[Any, int], dict] | None = None, best_metric: str | None = None,
-        best_mode: str = "min") -> Any:
+def fit(
+  *,
+  name: str,
+  state: Any,
+  train_step: Callable,
+  data: Iterator,
+  config: TrainerConfig,
+  run_flags: dict | None = None,
+  mesh=None,
+  batch_axis: int = 1,
+  sample_hook: Callable[[Any, int], None] | None = None,
+  eval_fn: Callable[[Any, int], dict] | None = None,
+  best_metric: str | None = None,
+  best_mode: str = "min",
+) -> Any:
   """Trains ``state`` to ``config.num_steps`` iterations, resuming from ``workdir``.
 
   Args:
@@ -279,9 +295,11 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
   signature = checkpoint_lib.model_signature(name, state)
   # Placed before restoring, so the checkpoint is read straight into the replicated sharding.
   state = parallel.put_replicated(state, mesh)
-  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
-                                             max_to_keep=config.keep_checkpoints,
-                                             corrupt_dir=os.path.join(workdir, CORRUPT_DIR))
+  checkpointer = checkpoint_lib.Checkpointer(
+    os.path.join(workdir, CHECKPOINT_DIR),
+    max_to_keep=config.keep_checkpoints,
+    corrupt_dir=os.path.join(workdir, CORRUPT_DIR),
+  )
   try:
     restored = checkpointer.restore_latest(state, signature)
   except BaseException:
@@ -290,8 +308,9 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
   if restored is not None:
     state, meta = restored
     data.set_state(meta["data_state"])
-    logging.info("resumed %s from step %d in %s", name, int(checkpoint_lib.host_value(state.step)),
-                 checkpointer.directory)
+    logging.info(
+      "resumed %s from step %d in %s", name, int(checkpoint_lib.host_value(state.step)), checkpointer.directory
+    )
   start_step = int(checkpoint_lib.host_value(state.step))
   last_good_checkpoint = start_step if restored is not None else None
   run_flags = dict(run_flags or {})
@@ -312,33 +331,52 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
     nonlocal best
     start = time.perf_counter()
     numbers = eval_fn(st, step)
-    record = {"step": step, **{k: _to_python(v) for k, v in numbers.items()},
-              "eval_sec": time.perf_counter() - start}
+    record = {"step": step, **{k: _to_python(v) for k, v in numbers.items()}, "eval_sec": time.perf_counter() - start}
     eval_writer.write(record)
-    shown = " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("step", "eval_sec")
-                     and isinstance(v, float) and not k.endswith("_std"))
+    shown = " ".join(
+      f"{k} {v:.4g}"
+      for k, v in record.items()
+      if k not in ("step", "eval_sec") and isinstance(v, float) and not k.endswith("_std")
+    )
     logging.info("%s eval step %d | %s", name, step, shown)
     if best_checkpointer is None:
       return
     if best_metric not in numbers:
-      raise ConfigError(f"best_metric {best_metric!r} is not among the evaluation's numbers "
-                        f"({', '.join(sorted(numbers))})")
+      raise ConfigError(
+        f"best_metric {best_metric!r} is not among the evaluation's numbers ({', '.join(sorted(numbers))})"
+      )
     value = float(record[best_metric])
-    improved = bool(np.isfinite(value)) and (best is None or (value < best["value"] if best_mode == "min"
-                                                              else value > best["value"]))
+    improved = bool(np.isfinite(value)) and (
+      best is None or (value < best["value"] if best_mode == "min" else value > best["value"])
+    )
     if jax.process_count() > 1:  # one decision for all processes (the save is collective)
       from jax.experimental import multihost_utils
+
       improved = bool(multihost_utils.broadcast_one_to_all(np.asarray(improved)))
     if not improved:
       return
     if step in best_checkpointer.all_steps():  # replayed after a resume on hardware that differs in the bits
       best_checkpointer.delete(step)
-    meta = {"model_signature": signature, "step": step, "flags": run_flags, "best_metric": best_metric,
-            "best_mode": best_mode, "best_value": value, "eval": record}
+    meta = {
+      "model_signature": signature,
+      "step": step,
+      "flags": run_flags,
+      "best_metric": best_metric,
+      "best_mode": best_mode,
+      "best_value": value,
+      "eval": record,
+    }
     best_checkpointer.save(step, st, meta)
     previous = "" if best is None else f" (was {best['value']:.6g} at step {best['step']})"
-    logging.info("%s: new best %s %.6g at step %d%s, saved to %s", name, best_metric, value, step, previous,
-                 best_checkpointer.directory)
+    logging.info(
+      "%s: new best %s %.6g at step %d%s, saved to %s",
+      name,
+      best_metric,
+      value,
+      step,
+      previous,
+      best_checkpointer.directory,
+    )
     best = {"value": value, "step": step}
 
   # ---------------------------------------------------------------- loop
@@ -363,23 +401,32 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
         if skip_nonfinite:
           skipped.append(s)
           continue
-        nets = [net for net, key in (("discriminator", "d_finite"), ("generator", "g_finite"))
-                if not bool(m.get(key, True))] or ["a network"]
+        nets = [
+          net for net, key in (("discriminator", "d_finite"), ("generator", "g_finite")) if not bool(m.get(key, True))
+        ] or ["a network"]
         bad = {k: _to_python(v) for k, v in m.items()}
         if primary:
           checkpoint_lib.dump_json(os.path.join(workdir, NONFINITE_FILE), {"step": s, **bad})
-        where = (f"the last good checkpoint is step {last_good_checkpoint} in {checkpointer.directory}"
-                 if last_good_checkpoint is not None else "no checkpoint was written")
-        also = (" (and then in the generator's, which trains against it)" if nets == ["discriminator", "generator"]
-                else "")
+        where = (
+          f"the last good checkpoint is step {last_good_checkpoint} in {checkpointer.directory}"
+          if last_good_checkpoint is not None
+          else "no checkpoint was written"
+        )
+        also = (
+          " (and then in the generator's, which trains against it)" if nets == ["discriminator", "generator"] else ""
+        )
         raise NonFiniteError(
-            f"NaN/Inf in the {nets[0]} loss or gradients at iteration {s}{also}: training stopped, "
-            f"{where}; metrics in {NONFINITE_FILE}. Lower the learning rate, or pass "
-            "--skip_nonfinite to drop such updates")
+          f"NaN/Inf in the {nets[0]} loss or gradients at iteration {s}{also}: training stopped, "
+          f"{where}; metrics in {NONFINITE_FILE}. Lower the learning rate, or pass "
+          "--skip_nonfinite to drop such updates"
+        )
     # Means over the iterations whose updates were applied (none left: no loss values).
     kept = [m for s, m in zip(steps_done, host) if s not in skipped]
-    means = {k: float(np.mean([_to_python(m[k]) for m in kept])) for k in (kept[-1] if kept else {}) if k not in
-             ("finite", "d_finite", "g_finite")}
+    means = {
+      k: float(np.mean([_to_python(m[k]) for m in kept]))
+      for k in (kept[-1] if kept else {})
+      if k not in ("finite", "d_finite", "g_finite")
+    }
     now = time.perf_counter()
     rate = (step - step_last) / max(now - t_last, 1e-9)
     eta = (config.num_steps - step) / max(rate, 1e-9)
@@ -387,12 +434,14 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
     if skip_nonfinite:
       record["skipped_nonfinite"] = len(skipped)
     if skipped:
-      logging.warning("%s: dropped NaN/Inf updates in %d iteration(s) %s (--skip_nonfinite)", name,
-                      len(skipped), skipped)
+      logging.warning(
+        "%s: dropped NaN/Inf updates in %d iteration(s) %s (--skip_nonfinite)", name, len(skipped), skipped
+      )
     writer.write(record)
     shown = " ".join(f"{k} {means[k]:.4g}" for k in ("d_loss", "g_loss") if k in means)
-    logging.info("%s step %d/%d | %.1f it/s | ETA %s | %s", name, step, config.num_steps, rate,
-                 _format_duration(eta), shown)
+    logging.info(
+      "%s step %d/%d | %.1f it/s | ETA %s | %s", name, step, config.num_steps, rate, _format_duration(eta), shown
+    )
     t_last, step_last = now, step
 
   step = start_step
@@ -422,10 +471,15 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
   except OSError as e:
     if e.errno not in _STORAGE_ERRNOS:
       raise
-    last = (f"the last good checkpoint is step {last_good_checkpoint}" if last_good_checkpoint is not None
-            else "no checkpoint was written")
-    raise StorageError(f"could not write {e.filename or workdir} at iteration {step} ({_os_reason(e)}); "
-                       f"{last}: free space or fix the directory and rerun the same command to resume") from None
+    last = (
+      f"the last good checkpoint is step {last_good_checkpoint}"
+      if last_good_checkpoint is not None
+      else "no checkpoint was written"
+    )
+    raise StorageError(
+      f"could not write {e.filename or workdir} at iteration {step} ({_os_reason(e)}); "
+      f"{last}: free space or fix the directory and rerun the same command to resume"
+    ) from None
   finally:
     for w in (writer, eval_writer):
       if w is not None:
@@ -436,8 +490,9 @@ def fit(*, name: str, state: Any, train_step: Callable, data: Iterator, config: 
   return state
 
 
-def _open_best(workdir: str, signature: str, best_metric: str, best_mode: str,
-               checkpointer: checkpoint_lib.Checkpointer) -> tuple[checkpoint_lib.Checkpointer, dict | None]:
+def _open_best(
+  workdir: str, signature: str, best_metric: str, best_mode: str, checkpointer: checkpoint_lib.Checkpointer
+) -> tuple[checkpoint_lib.Checkpointer, dict | None]:
   """The best-checkpoint manager and the best so far ({"value", "step"}, None for a new run).
 
   A best checkpoint of another model, or one chosen by another metric or mode,
@@ -448,15 +503,20 @@ def _open_best(workdir: str, signature: str, best_metric: str, best_mode: str,
     meta = read_best(workdir)
     if meta is not None:
       if meta.get("model_signature") != signature:
-        raise CheckpointError(f"{directory} holds the best checkpoint of a different model "
-                              f"({meta.get('model_signature')!r}, this run is {signature!r}): use a fresh "
-                              "--workdir or the flags that wrote it")
+        raise CheckpointError(
+          f"{directory} holds the best checkpoint of a different model "
+          f"({meta.get('model_signature')!r}, this run is {signature!r}): use a fresh "
+          "--workdir or the flags that wrote it"
+        )
       if (meta.get("best_metric"), meta.get("best_mode")) != (best_metric, best_mode):
-        raise ConfigError(f"{directory} keeps the best by {meta.get('best_metric')} ({meta.get('best_mode')}), "
-                          f"this run asks for {best_metric} ({best_mode}): use the same --best_metric, or move "
-                          f"{directory} away to start a new best")
-    best_checkpointer = checkpoint_lib.Checkpointer(directory, max_to_keep=1,
-                                                    corrupt_dir=os.path.join(workdir, BEST_DIR + "_corrupt"))
+        raise ConfigError(
+          f"{directory} keeps the best by {meta.get('best_metric')} ({meta.get('best_mode')}), "
+          f"this run asks for {best_metric} ({best_mode}): use the same --best_metric, or move "
+          f"{directory} away to start a new best"
+        )
+    best_checkpointer = checkpoint_lib.Checkpointer(
+      directory, max_to_keep=1, corrupt_dir=os.path.join(workdir, BEST_DIR + "_corrupt")
+    )
   except BaseException:
     checkpointer.close()
     raise

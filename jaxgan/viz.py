@@ -35,8 +35,15 @@ def _save(fig, path: str) -> str:
   return path
 
 
-def scatter_2d(path: str, real: np.ndarray, fake: np.ndarray, *, means: np.ndarray | None = None,
-               title: str = "", lim: float | None = None) -> str:
+def scatter_2d(
+  path: str,
+  real: np.ndarray,
+  fake: np.ndarray,
+  *,
+  means: np.ndarray | None = None,
+  title: str = "",
+  lim: float | None = None,
+) -> str:
   """Real (blue) and generated (orange) 2-D points, mixture means as crosses."""
   real, fake = np.asarray(real), np.asarray(fake)
   fig, ax = plt.subplots(figsize=(5, 5))
@@ -60,8 +67,7 @@ def read_metrics(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def loss_curves(metrics_path: str, path: str, keys: Sequence[str] = ("d_loss", "g_loss"),
-                title: str = "") -> str:
+def loss_curves(metrics_path: str, path: str, keys: Sequence[str] = ("d_loss", "g_loss"), title: str = "") -> str:
   """Plots ``keys`` against step from ``metrics.jsonl``."""
   records = read_metrics(metrics_path)
   fig, ax = plt.subplots(figsize=(7, 4))
@@ -88,7 +94,7 @@ def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1) -> np.
   grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, c), np.float32)
   for i in range(n):
     r, col = divmod(i, cols)
-    grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
+    grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = images[i]
   return np.clip(np.round((grid + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
@@ -133,8 +139,15 @@ def pixel_value_w1(real: np.ndarray, fake: np.ndarray, num_quantiles: int = 1000
   return float(np.mean(np.abs(qr - qf)))
 
 
-def pixel_histogram(path: str, real: np.ndarray, fake: np.ndarray, *, bins: int = 50,
-                    value_range: tuple[float, float] = (-1.0, 1.0), title: str = "") -> str:
+def pixel_histogram(
+  path: str,
+  real: np.ndarray,
+  fake: np.ndarray,
+  *,
+  bins: int = 50,
+  value_range: tuple[float, float] = (-1.0, 1.0),
+  title: str = "",
+) -> str:
   """Real (left) and generated (right) pixel-value histograms, as in seed 000.
 
   Both panels share the bins over ``value_range`` and show densities, so a
@@ -210,14 +223,14 @@ def interpolate_latents(z0: np.ndarray, z1: np.ndarray, num: int, method: str = 
 
 def _show(ax, images: np.ndarray, rows: int) -> None:
   grid = image_grid(images, rows)
-  ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
-            interpolation="nearest")
+  ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
   ax.set_xticks([])
   ax.set_yticks([])
 
 
-def interpolation_strips(path: str, images: np.ndarray, *, title: str = "",
-                         row_labels: Sequence[str] | None = None) -> str:
+def interpolation_strips(
+  path: str, images: np.ndarray, *, title: str = "", row_labels: Sequence[str] | None = None
+) -> str:
   """One row per latent walk: ``images`` is (walks, steps, H, W, C) in [-1, 1]."""
   images = np.asarray(images)
   walks, num = images.shape[:2]
@@ -231,8 +244,14 @@ def interpolation_strips(path: str, images: np.ndarray, *, title: str = "",
   return _save(fig, path)
 
 
-def vector_arithmetic_figure(path: str, groups: Sequence[tuple[str, np.ndarray, np.ndarray]],
-                             results: np.ndarray, *, result_label: str = "", title: str = "") -> str:
+def vector_arithmetic_figure(
+  path: str,
+  groups: Sequence[tuple[str, np.ndarray, np.ndarray]],
+  results: np.ndarray,
+  *,
+  result_label: str = "",
+  title: str = "",
+) -> str:
   """Latent vector arithmetic as in Radford et al. (2015), Fig. 7.
 
   Args:

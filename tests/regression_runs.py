@@ -45,49 +45,157 @@ def _flagfile(name: str) -> str:
 
 # name -> (script, arguments); --workdir (and --classifier_workdir for cgan.py) are added by `run`.
 RUNS: dict[str, tuple[str, list[str]]] = {
-    "wgan_gp_grid25": ("wgan.py", [_flagfile("wgan_gp_grid25"), "--num_steps=20", "--log_every=10",
-                                   "--checkpoint_every=20", "--eval_samples=500", *SHORT]),
-    "wgan_gp_grid25_2seeds": ("wgan.py", [_flagfile("wgan_gp_grid25"), "--num_steps=20", "--log_every=10",
-                                          "--checkpoint_every=20", "--eval_samples=500", "--num_seeds=2",
-                                          *SHORT]),
-    "wgan_clip_grid25": ("wgan.py", [_flagfile("wgan_clip_grid25"), "--num_steps=20", "--log_every=10",
-                                     "--checkpoint_every=20", "--eval_samples=500", *SHORT]),
-    "wgan_gp_ring8_pack2": ("wgan.py", [_flagfile("wgan_gp_ring8"), "--num_steps=20", "--log_every=10",
-                                        "--checkpoint_every=20", "--eval_samples=500", "--pack=2", *SHORT]),
-    "gan_digits": ("gan.py", [_flagfile("gan_digits"), "--num_steps=10", "--log_every=5", "--checkpoint_every=10",
-                              "--eval_samples=100", *SHORT]),
-    "dcgan_digits": ("dcgan.py", [_flagfile("dcgan_digits"), "--num_steps=10", "--log_every=5",
-                                  "--checkpoint_every=10", "--eval_samples=100", *SHORT]),
-    "dcgan_mnist_variant_digits": ("dcgan.py", [_flagfile("dcgan_mnist"), "--dataset=digits", "--image_size=8",
-                                                "--g_widths=32,8,4", "--d_widths=8,8,16", "--batch_size=32",
-                                                "--num_steps=6", "--log_every=3", "--checkpoint_every=6",
-                                                "--eval_samples=100", *SHORT]),
-    "cgan_digits": ("cgan.py", [_flagfile("cgan_digits"), "--num_steps=10", "--log_every=5", "--checkpoint_every=10",
-                                "--eval_per_class=5", *SHORT]),
-    "cgan_digits_r1_ncritic2": ("cgan.py", [_flagfile("cgan_digits"), "--num_steps=6", "--log_every=3",
-                                            "--checkpoint_every=6", "--eval_per_class=5", "--r1_weight=10",
-                                            "--n_critic=2", "--real_label=0.9", *SHORT]),
-    "pix2pix_digits_edges": ("pix2pix.py", [_flagfile("pix2pix_digits_edges"), "--num_steps=6", "--log_every=3",
-                                            "--checkpoint_every=6", "--num_eval=16", *SHORT]),
-    "cyclegan_digits": ("cyclegan.py", [_flagfile("cyclegan_digits"), "--num_steps=6", "--log_every=3",
-                                        "--checkpoint_every=6", "--num_eval=16", *SHORT]),
+  "wgan_gp_grid25": (
+    "wgan.py",
+    [
+      _flagfile("wgan_gp_grid25"),
+      "--num_steps=20",
+      "--log_every=10",
+      "--checkpoint_every=20",
+      "--eval_samples=500",
+      *SHORT,
+    ],
+  ),
+  "wgan_gp_grid25_2seeds": (
+    "wgan.py",
+    [
+      _flagfile("wgan_gp_grid25"),
+      "--num_steps=20",
+      "--log_every=10",
+      "--checkpoint_every=20",
+      "--eval_samples=500",
+      "--num_seeds=2",
+      *SHORT,
+    ],
+  ),
+  "wgan_clip_grid25": (
+    "wgan.py",
+    [
+      _flagfile("wgan_clip_grid25"),
+      "--num_steps=20",
+      "--log_every=10",
+      "--checkpoint_every=20",
+      "--eval_samples=500",
+      *SHORT,
+    ],
+  ),
+  "wgan_gp_ring8_pack2": (
+    "wgan.py",
+    [
+      _flagfile("wgan_gp_ring8"),
+      "--num_steps=20",
+      "--log_every=10",
+      "--checkpoint_every=20",
+      "--eval_samples=500",
+      "--pack=2",
+      *SHORT,
+    ],
+  ),
+  "gan_digits": (
+    "gan.py",
+    [_flagfile("gan_digits"), "--num_steps=10", "--log_every=5", "--checkpoint_every=10", "--eval_samples=100", *SHORT],
+  ),
+  "dcgan_digits": (
+    "dcgan.py",
+    [
+      _flagfile("dcgan_digits"),
+      "--num_steps=10",
+      "--log_every=5",
+      "--checkpoint_every=10",
+      "--eval_samples=100",
+      *SHORT,
+    ],
+  ),
+  "dcgan_mnist_variant_digits": (
+    "dcgan.py",
+    [
+      _flagfile("dcgan_mnist"),
+      "--dataset=digits",
+      "--image_size=8",
+      "--g_widths=32,8,4",
+      "--d_widths=8,8,16",
+      "--batch_size=32",
+      "--num_steps=6",
+      "--log_every=3",
+      "--checkpoint_every=6",
+      "--eval_samples=100",
+      *SHORT,
+    ],
+  ),
+  "cgan_digits": (
+    "cgan.py",
+    [
+      _flagfile("cgan_digits"),
+      "--num_steps=10",
+      "--log_every=5",
+      "--checkpoint_every=10",
+      "--eval_per_class=5",
+      *SHORT,
+    ],
+  ),
+  "cgan_digits_r1_ncritic2": (
+    "cgan.py",
+    [
+      _flagfile("cgan_digits"),
+      "--num_steps=6",
+      "--log_every=3",
+      "--checkpoint_every=6",
+      "--eval_per_class=5",
+      "--r1_weight=10",
+      "--n_critic=2",
+      "--real_label=0.9",
+      *SHORT,
+    ],
+  ),
+  "pix2pix_digits_edges": (
+    "pix2pix.py",
+    [
+      _flagfile("pix2pix_digits_edges"),
+      "--num_steps=6",
+      "--log_every=3",
+      "--checkpoint_every=6",
+      "--num_eval=16",
+      *SHORT,
+    ],
+  ),
+  "cyclegan_digits": (
+    "cyclegan.py",
+    [_flagfile("cyclegan_digits"), "--num_steps=6", "--log_every=3", "--checkpoint_every=6", "--num_eval=16", *SHORT],
+  ),
 }
 
 
 def classifier(directory: str) -> str:
   """A one-epoch digits classifier in ``directory`` (cgan.py's evaluation needs one; training does not use it)."""
   if not os.path.exists(os.path.join(directory, "classifier.json")):
-    subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "train_classifier.py"), "--dataset=digits",
-                    "--epochs=1", f"--workdir={directory}"], check=True, capture_output=True, env=h.env(), cwd=ROOT,
-                   timeout=600)
+    subprocess.run(
+      [
+        sys.executable,
+        os.path.join(ROOT, "experiments", "train_classifier.py"),
+        "--dataset=digits",
+        "--epochs=1",
+        f"--workdir={directory}",
+      ],
+      check=True,
+      capture_output=True,
+      env=h.env(),
+      cwd=ROOT,
+      timeout=600,
+    )
   return directory
 
 
 def run(name: str, workdir: str, classifier_workdir: str | None = None) -> subprocess.CompletedProcess:
   script, args = RUNS[name]
   extra = [f"--classifier_workdir={classifier_workdir}"] if script == "cgan.py" and classifier_workdir else []
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args, *extra,
-                         f"--workdir={workdir}"], capture_output=True, text=True, env=h.env(), cwd=ROOT, timeout=900)
+  proc = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "experiments", script), *args, *extra, f"--workdir={workdir}"],
+    capture_output=True,
+    text=True,
+    env=h.env(),
+    cwd=ROOT,
+    timeout=900,
+  )
   if proc.returncode != 0:
     raise AssertionError(f"{name}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
   return proc
@@ -99,7 +207,7 @@ def _nets(flat: dict[str, np.ndarray]) -> dict[str, list[str]]:
   for path in sorted(flat):
     parts = path.split("/")
     if "params" in parts and "opt_state" not in parts:
-      net = "/".join(parts[:parts.index("params")])
+      net = "/".join(parts[: parts.index("params")])
       groups.setdefault(net, []).append(path)
   return groups
 
@@ -108,8 +216,10 @@ def summarise(workdir: str) -> dict:
   checkpoints = h.restore_all(workdir)
   step = max(checkpoints)
   flat = checkpoints[step][0]
-  leaf_digests = {k: hashlib.sha256(f"{v.dtype.str}{v.shape}".encode() + np.ascontiguousarray(v).tobytes()
-                                    ).hexdigest()[:16] for k, v in sorted(flat.items())}
+  leaf_digests = {
+    k: hashlib.sha256(f"{v.dtype.str}{v.shape}".encode() + np.ascontiguousarray(v).tobytes()).hexdigest()[:16]
+    for k, v in sorted(flat.items())
+  }
   norms, values = {}, {}
   for net, paths in _nets(flat).items():
     norms[net] = float(np.sqrt(sum(float(np.sum(flat[p].astype(np.float64) ** 2)) for p in paths)))
@@ -151,8 +261,10 @@ def compare(a_path: str, b_path: str) -> int:
       continue
     changed += 1
     differ = [k for k in da if k in db and da[k] != db[k]]
-    print(f"{name}: DIFFERENT ({len(differ)} leaves differ, {len(set(da) ^ set(db))} paths not in both; "
-          f"same multiset of leaf values: {same_values})")
+    print(
+      f"{name}: DIFFERENT ({len(differ)} leaves differ, {len(set(da) ^ set(db))} paths not in both; "
+      f"same multiset of leaf values: {same_values})"
+    )
     for k in differ[:5]:
       print(f"   {k}")
   return changed

@@ -28,240 +28,327 @@ DCGAN = os.path.join(ROOT, "experiments", "dcgan.py")
 
 # Width flags that give each registry model its tiny test size.
 TINY_WIDTHS = {
-    ("g", "mlp"): ["16", "16"], ("d", "mlp"): ["16", "16"], ("d", "mlp_maxout"): ["8", "8"],
-    ("g", "dcgan_mnist"): ["16", "4", "4"], ("d", "dcgan_mnist"): ["4", "4", "16"],
-    ("g", "dcgan"): ["4"], ("d", "dcgan"): ["4"],
+  ("g", "mlp"): ["16", "16"],
+  ("d", "mlp"): ["16", "16"],
+  ("d", "mlp_maxout"): ["8", "8"],
+  ("g", "dcgan_mnist"): ["16", "4", "4"],
+  ("d", "dcgan_mnist"): ["4", "4", "16"],
+  ("g", "dcgan"): ["4"],
+  ("d", "dcgan"): ["4"],
 }
 
 
 def make_cfg(tmp_path, **overrides):
-    """Every flag value of gan.py / dcgan.py, tiny."""
-    cfg = dict(workdir=str(tmp_path / "w"), seed=0, num_steps=2, batch_size=16, log_every=1, checkpoint_every=2,
-               sample_every=0, keep_checkpoints=1, num_devices=None, skip_nonfinite=False, dataset="digits",
-               data_dir=None, split="train", image_size=0, channels=0, convert_data=False, generator="dcgan",
-               discriminator="dcgan", loss="non_saturating", real_label=1.0, n_critic=1, n_gen=1,
-               latent_dist="normal", latent_dim=8, ema_decay=0.0, lr=1e-3, d_lr=0.0, b1=0.5, b2=0.999,
-               lr_schedule="constant", decay_start=0.0, grid_size=3, eval_samples=40)
-    cfg.update(overrides)
-    cfg.setdefault("g_widths", TINY_WIDTHS[("g", cfg["generator"])])
-    cfg.setdefault("d_widths", TINY_WIDTHS[("d", cfg["discriminator"])])
-    return cfg
+  """Every flag value of gan.py / dcgan.py, tiny."""
+  cfg = dict(
+    workdir=str(tmp_path / "w"),
+    seed=0,
+    num_steps=2,
+    batch_size=16,
+    log_every=1,
+    checkpoint_every=2,
+    sample_every=0,
+    keep_checkpoints=1,
+    num_devices=None,
+    skip_nonfinite=False,
+    dataset="digits",
+    data_dir=None,
+    split="train",
+    image_size=0,
+    channels=0,
+    convert_data=False,
+    generator="dcgan",
+    discriminator="dcgan",
+    loss="non_saturating",
+    real_label=1.0,
+    n_critic=1,
+    n_gen=1,
+    latent_dist="normal",
+    latent_dim=8,
+    ema_decay=0.0,
+    lr=1e-3,
+    d_lr=0.0,
+    b1=0.5,
+    b2=0.999,
+    lr_schedule="constant",
+    decay_start=0.0,
+    grid_size=3,
+    eval_samples=40,
+  )
+  cfg.update(overrides)
+  cfg.setdefault("g_widths", TINY_WIDTHS[("g", cfg["generator"])])
+  cfg.setdefault("d_widths", TINY_WIDTHS[("d", cfg["discriminator"])])
+  return cfg
 
 
 # --- the input adapter on the mocked TFDS presets ---------------------------------
 
-@pytest.mark.parametrize("name, shape", [
-    ("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1)), ("cifar10", (32, 32, 3)),
-    ("svhn_cropped", (32, 32, 3)), ("celeb_a", (64, 64, 3)),
-])
+
+@pytest.mark.parametrize(
+  "name, shape",
+  [
+    ("mnist", (28, 28, 1)),
+    ("fashion_mnist", (28, 28, 1)),
+    ("cifar10", (32, 32, 3)),
+    ("svhn_cropped", (32, 32, 3)),
+    ("celeb_a", (64, 64, 3)),
+  ],
+)
 def test_adapter_on_mocked_presets(tmp_path, name, shape):
-    cfg = make_cfg(tmp_path, dataset=name, data_dir=str(tmp_path / "tfds"), batch_size=3, n_critic=2)
-    with tfds.testing.mock_data(num_examples=9):
-        source, model_shape = eu.open_dataset(cfg)
-        batches = eu.make_batches(source, cfg)
-        first = next(batches)
-        position = batches.get_state()
-        second = next(batches)
-        batches.set_state(position)
-        again = next(batches)
-    assert model_shape == shape
-    assert set(first) == {"x"} and first["x"].shape == (2, 3) + shape and first["x"].dtype == np.float32
-    assert -1.0 <= first["x"].min() and first["x"].max() <= 1.0
-    np.testing.assert_array_equal(second["x"], again["x"])
+  cfg = make_cfg(tmp_path, dataset=name, data_dir=str(tmp_path / "tfds"), batch_size=3, n_critic=2)
+  with tfds.testing.mock_data(num_examples=9):
+    source, model_shape = eu.open_dataset(cfg)
+    batches = eu.make_batches(source, cfg)
+    first = next(batches)
+    position = batches.get_state()
+    second = next(batches)
+    batches.set_state(position)
+    again = next(batches)
+  assert model_shape == shape
+  assert set(first) == {"x"} and first["x"].shape == (2, 3) + shape and first["x"].dtype == np.float32
+  assert -1.0 <= first["x"].min() and first["x"].max() <= 1.0
+  np.testing.assert_array_equal(second["x"], again["x"])
 
 
 def test_shape_mismatch_names_both_shapes_and_the_flag(tmp_path):
-    with pytest.raises(ConfigError, match=r"8x8x1 images \(grayscale\) but the model is 8x8x3 \(RGB\).*--channels=1"):
-        eu.open_dataset(make_cfg(tmp_path, channels=3))
-    with pytest.raises(ConfigError, match=r"model is 16x16x1.*--image_size=8.*--convert_data"):
-        eu.open_dataset(make_cfg(tmp_path, image_size=16))
-    source, shape = eu.open_dataset(make_cfg(tmp_path, image_size=16, channels=3, convert_data=True))
-    assert shape == source.images_shape == (16, 16, 3)
-    with pytest.raises(ConfigError, match="takes 1 number"):
-        eu.build_models(make_cfg(tmp_path, g_widths=["4", "4"]), (8, 8, 1))
-    with pytest.raises(ConfigError, match="image size 7 does not suit dcgan"):
-        eu.build_models(make_cfg(tmp_path), (7, 7, 1))
+  with pytest.raises(ConfigError, match=r"8x8x1 images \(grayscale\) but the model is 8x8x3 \(RGB\).*--channels=1"):
+    eu.open_dataset(make_cfg(tmp_path, channels=3))
+  with pytest.raises(ConfigError, match=r"model is 16x16x1.*--image_size=8.*--convert_data"):
+    eu.open_dataset(make_cfg(tmp_path, image_size=16))
+  source, shape = eu.open_dataset(make_cfg(tmp_path, image_size=16, channels=3, convert_data=True))
+  assert shape == source.images_shape == (16, 16, 3)
+  with pytest.raises(ConfigError, match="takes 1 number"):
+    eu.build_models(make_cfg(tmp_path, g_widths=["4", "4"]), (8, 8, 1))
+  with pytest.raises(ConfigError, match="image size 7 does not suit dcgan"):
+    eu.build_models(make_cfg(tmp_path), (7, 7, 1))
 
 
 # --- two real training steps per model, through the trainer ---------------------
 
-@pytest.mark.parametrize("overrides", [
+
+@pytest.mark.parametrize(
+  "overrides",
+  [
     dict(generator="mlp", discriminator="mlp", loss="minimax", real_label=0.9),
     dict(generator="mlp", discriminator="mlp_maxout", n_critic=2, n_gen=2, latent_dist="uniform"),
     dict(generator="dcgan_mnist", discriminator="dcgan_mnist", real_label=0.9, n_gen=2, ema_decay=0.9),
     dict(generator="dcgan", discriminator="dcgan", loss="minimax", n_critic=2, ema_decay=0.9),
-], ids=["mlp-minimax-smoothing", "maxout-2x2-uniform", "dcgan_mnist-smoothing-ema", "dcgan-minimax-ncritic2"])
+  ],
+  ids=["mlp-minimax-smoothing", "maxout-2x2-uniform", "dcgan_mnist-smoothing-ema", "dcgan-minimax-ncritic2"],
+)
 def test_two_training_steps(tmp_path, overrides, capsys):
-    cfg = make_cfg(tmp_path, **overrides)
-    results = eu.run_image_gan("test_gan", cfg)
+  cfg = make_cfg(tmp_path, **overrides)
+  results = eu.run_image_gan("test_gan", cfg)
 
-    state, saved_cfg, config, _ = eu.load_run(cfg["workdir"])
-    assert int(state.step) == 2 and results["step"] == 2
-    # n_critic D and n_gen G updates per iteration went through the real steps.
-    assert int(state.disc.step) == 2 * cfg["n_critic"] and int(state.gen.step) == 2 * cfg["n_gen"]
-    assert config.real_label == cfg["real_label"] and config.loss == cfg["loss"]
-    assert saved_cfg["experiment"] == "test_gan" and (state.ema_params is not None) == (cfg["ema_decay"] > 0)
-    workdir = cfg["workdir"]
-    records = viz.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-    assert [r["step"] for r in records] == [1, 2]
-    assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in records)
-    # Both networks' parameters moved in each of the two iterations.
-    assert records[0]["g_param_norm"] != records[1]["g_param_norm"]
-    assert records[0]["d_param_norm"] != records[1]["d_param_norm"]
-    for name in ("samples/step_0000002.png", "samples/pixels_step_0000002.png", "loss_curves.png", "eval.json"):
-        assert os.path.getsize(os.path.join(workdir, name)) > 0, name
-    grid = np.asarray(Image.open(os.path.join(workdir, "samples/step_0000002.png")))
-    assert grid.shape[:2] == (3 * 9 + 1, 3 * 9 + 1) or grid.shape[0] % (3 * 9 + 1) == 0
-    generated = results["generated"]
-    assert 0.0 <= generated["pixel_precision"] <= 1.0 and generated["pixel_frechet_distance"] >= 0.0
-    assert sum(generated["nn_class_counts"]) == cfg["eval_samples"]
-    assert "pixel FD" in capsys.readouterr().out
+  state, saved_cfg, config, _ = eu.load_run(cfg["workdir"])
+  assert int(state.step) == 2 and results["step"] == 2
+  # n_critic D and n_gen G updates per iteration went through the real steps.
+  assert int(state.disc.step) == 2 * cfg["n_critic"] and int(state.gen.step) == 2 * cfg["n_gen"]
+  assert config.real_label == cfg["real_label"] and config.loss == cfg["loss"]
+  assert saved_cfg["experiment"] == "test_gan" and (state.ema_params is not None) == (cfg["ema_decay"] > 0)
+  workdir = cfg["workdir"]
+  records = viz.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  assert [r["step"] for r in records] == [1, 2]
+  assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in records)
+  # Both networks' parameters moved in each of the two iterations.
+  assert records[0]["g_param_norm"] != records[1]["g_param_norm"]
+  assert records[0]["d_param_norm"] != records[1]["d_param_norm"]
+  for name in ("samples/step_0000002.png", "samples/pixels_step_0000002.png", "loss_curves.png", "eval.json"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  grid = np.asarray(Image.open(os.path.join(workdir, "samples/step_0000002.png")))
+  assert grid.shape[:2] == (3 * 9 + 1, 3 * 9 + 1) or grid.shape[0] % (3 * 9 + 1) == 0
+  generated = results["generated"]
+  assert 0.0 <= generated["pixel_precision"] <= 1.0 and generated["pixel_frechet_distance"] >= 0.0
+  assert sum(generated["nn_class_counts"]) == cfg["eval_samples"]
+  assert "pixel FD" in capsys.readouterr().out
 
 
 class _DenseBN(nn.Module):
-    """z -> Dense(3) -> BatchNorm: the smallest generator with BatchNorm statistics."""
+  """z -> Dense(3) -> BatchNorm: the smallest generator with BatchNorm statistics."""
 
-    @nn.compact
-    def __call__(self, z, labels=None, *, train=True):
-        return nn.BatchNorm(use_running_average=not train, momentum=0.8)(nn.Dense(3)(z))
+  @nn.compact
+  def __call__(self, z, labels=None, *, train=True):
+    return nn.BatchNorm(use_running_average=not train, momentum=0.8)(nn.Dense(3)(z))
 
 
 def test_standing_stats_are_the_statistics_of_the_sampling_params():
-    config = eu.step_config(dict(loss="non_saturating", n_critic=1, n_gen=1, latent_dim=2, latent_dist="normal",
-                                 real_label=1.0, ema_decay=0.5))
-    tx = optax.sgd(0.1)
-    state = jax.jit(lambda: create_gan_state(seed=0, generator=_DenseBN(), discriminator=_DenseBN(), g_tx=tx,
-                                             d_tx=tx, latent_dim=2, data_shape=(2,), use_ema=True))()
-    ema = jax.tree.map(lambda p: 2.0 * p + 0.5, state.gen.params)  # differs from the raw parameters
-    state = state.replace(ema_params=ema)
-    key = jax.random.PRNGKey(3)
-    standing = eu.standing_batch_stats(state, config, key, num_batches=3, batch_size=50)
-    # Expected: the mean over the 3 batches of each batch's mean and (biased) variance of Dense_ema(z).
-    w, b = np.asarray(ema["Dense_0"]["kernel"]), np.asarray(ema["Dense_0"]["bias"])
-    z = jax.jit(jax.vmap(lambda k: eu.steps.sample_latent(k, 50, config)))(jax.random.split(key, 3))
-    hs = [np.asarray(zk) @ w + b for zk in z]
-    stats = standing.gen.batch_stats["BatchNorm_0"]
-    np.testing.assert_allclose(stats["mean"], np.mean([h.mean(0) for h in hs], 0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(stats["var"], np.mean([h.var(0) for h in hs], 0), rtol=1e-4, atol=1e-5)
-    assert eu.standing_batch_stats(state.replace(ema_params=None), config, key).gen.batch_stats is \
-        state.gen.batch_stats
+  config = eu.step_config(
+    dict(loss="non_saturating", n_critic=1, n_gen=1, latent_dim=2, latent_dist="normal", real_label=1.0, ema_decay=0.5)
+  )
+  tx = optax.sgd(0.1)
+  state = jax.jit(
+    lambda: create_gan_state(
+      seed=0,
+      generator=_DenseBN(),
+      discriminator=_DenseBN(),
+      g_tx=tx,
+      d_tx=tx,
+      latent_dim=2,
+      data_shape=(2,),
+      use_ema=True,
+    )
+  )()
+  ema = jax.tree.map(lambda p: 2.0 * p + 0.5, state.gen.params)  # differs from the raw parameters
+  state = state.replace(ema_params=ema)
+  key = jax.random.PRNGKey(3)
+  standing = eu.standing_batch_stats(state, config, key, num_batches=3, batch_size=50)
+  # Expected: the mean over the 3 batches of each batch's mean and (biased) variance of Dense_ema(z).
+  w, b = np.asarray(ema["Dense_0"]["kernel"]), np.asarray(ema["Dense_0"]["bias"])
+  z = jax.jit(jax.vmap(lambda k: eu.steps.sample_latent(k, 50, config)))(jax.random.split(key, 3))
+  hs = [np.asarray(zk) @ w + b for zk in z]
+  stats = standing.gen.batch_stats["BatchNorm_0"]
+  np.testing.assert_allclose(stats["mean"], np.mean([h.mean(0) for h in hs], 0), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(stats["var"], np.mean([h.var(0) for h in hs], 0), rtol=1e-4, atol=1e-5)
+  assert eu.standing_batch_stats(state.replace(ema_params=None), config, key).gen.batch_stats is state.gen.batch_stats
 
 
 # --- figures ----------------------------------------------------------------------
 
+
 def test_interpolation_maths():
-    rng = np.random.default_rng(0)
-    z0, z1 = rng.normal(size=(4, 50)), rng.normal(size=(4, 50))
-    z1 *= (np.linalg.norm(z0, axis=1) / np.linalg.norm(z1, axis=1))[:, None]
-    for method in ("linear", "slerp"):
-        path = viz.interpolate_latents(z0, z1, 7, method)
-        assert path.shape == (4, 7, 50)
-        np.testing.assert_allclose(path[:, 0], z0, atol=1e-5)
-        np.testing.assert_allclose(path[:, -1], z1, atol=1e-5)
-    norms = np.linalg.norm(viz.interpolate_latents(z0, z1, 7, "slerp"), axis=-1)
-    np.testing.assert_allclose(norms, norms[:, :1] * np.ones((1, 7)), rtol=1e-5)  # slerp stays on the sphere
-    mid = np.linalg.norm(viz.interpolate_latents(z0, z1, 7, "linear")[:, 3], axis=-1)
-    assert np.all(mid < 0.9 * norms[:, 0])  # the straight line cuts inside it
-    np.testing.assert_allclose(viz.slerp(z0[0], z0[0], 0.3), z0[0], atol=1e-5)  # parallel: no NaN
+  rng = np.random.default_rng(0)
+  z0, z1 = rng.normal(size=(4, 50)), rng.normal(size=(4, 50))
+  z1 *= (np.linalg.norm(z0, axis=1) / np.linalg.norm(z1, axis=1))[:, None]
+  for method in ("linear", "slerp"):
+    path = viz.interpolate_latents(z0, z1, 7, method)
+    assert path.shape == (4, 7, 50)
+    np.testing.assert_allclose(path[:, 0], z0, atol=1e-5)
+    np.testing.assert_allclose(path[:, -1], z1, atol=1e-5)
+  norms = np.linalg.norm(viz.interpolate_latents(z0, z1, 7, "slerp"), axis=-1)
+  np.testing.assert_allclose(norms, norms[:, :1] * np.ones((1, 7)), rtol=1e-5)  # slerp stays on the sphere
+  mid = np.linalg.norm(viz.interpolate_latents(z0, z1, 7, "linear")[:, 3], axis=-1)
+  assert np.all(mid < 0.9 * norms[:, 0])  # the straight line cuts inside it
+  np.testing.assert_allclose(viz.slerp(z0[0], z0[0], 0.3), z0[0], atol=1e-5)  # parallel: no NaN
 
 
 def test_figures(tmp_path):
-    rng = np.random.default_rng(0)
-    imgs = rng.uniform(-1, 1, (9, 8, 8, 1)).astype(np.float32)
-    real = np.where(rng.uniform(size=(50, 8, 8, 1)) < 0.7, -1.0, 1.0)
-    assert viz.pixel_value_w1(real, real) == 0.0
-    assert viz.pixel_value_w1(real, np.zeros_like(real)) == pytest.approx(1.0)
-    paths = [viz.pixel_histogram(str(tmp_path / "h.png"), real, imgs),
-             viz.interpolation_strips(str(tmp_path / "i.png"), imgs.reshape(3, 3, 8, 8, 1), row_labels=list("abc")),
-             viz.vector_arithmetic_figure(str(tmp_path / "v.png"), [("a", imgs[:3], imgs[3]), ("b", imgs[:3], imgs[4]),
-                                                                    ("c", imgs[:3], imgs[5])], imgs)]
-    for path in paths:
-        assert Image.open(path).size[0] > 100
+  rng = np.random.default_rng(0)
+  imgs = rng.uniform(-1, 1, (9, 8, 8, 1)).astype(np.float32)
+  real = np.where(rng.uniform(size=(50, 8, 8, 1)) < 0.7, -1.0, 1.0)
+  assert viz.pixel_value_w1(real, real) == 0.0
+  assert viz.pixel_value_w1(real, np.zeros_like(real)) == pytest.approx(1.0)
+  paths = [
+    viz.pixel_histogram(str(tmp_path / "h.png"), real, imgs),
+    viz.interpolation_strips(str(tmp_path / "i.png"), imgs.reshape(3, 3, 8, 8, 1), row_labels=list("abc")),
+    viz.vector_arithmetic_figure(
+      str(tmp_path / "v.png"), [("a", imgs[:3], imgs[3]), ("b", imgs[:3], imgs[4]), ("c", imgs[:3], imgs[5])], imgs
+    ),
+  ]
+  for path in paths:
+    assert Image.open(path).size[0] > 100
 
 
 # --- experiments/dcgan.py as a program ----------------------------------------------
 # The programs start together, as soon as the first test asks for them, and run while the in-process
 # tests compile; their checks come last in the file.
 
-TINY_RUN = ["--dataset=digits", "--num_steps=4", "--batch_size=16", "--g_widths=4", "--d_widths=4", "--latent_dim=8",
-            "--ema_decay=0.9", "--log_every=2", "--checkpoint_every=4", "--sample_every=2", "--eval_samples=40",
-            "--grid_size=4"]
+TINY_RUN = [
+  "--dataset=digits",
+  "--num_steps=4",
+  "--batch_size=16",
+  "--g_widths=4",
+  "--d_widths=4",
+  "--latent_dim=8",
+  "--ema_decay=0.9",
+  "--log_every=2",
+  "--checkpoint_every=4",
+  "--sample_every=2",
+  "--eval_samples=40",
+  "--grid_size=4",
+]
 
 BAD_INPUTS = {
-    "unknown_dataset": (["--dataset=no_such_dataset_xyz"], "unknown dataset 'no_such_dataset_xyz'"),
-    "gray_data_rgb_model": (["--channels=3"], "8x8x1 images (grayscale) but the model is 8x8x3 (RGB): set --channels=1"),
-    "empty_folder": (["--dataset={empty}"], "has no .png/.jpg/.jpeg images"),
-    "mixed_folder": (["--dataset={mixed}"], "mixes image sizes: a.png is 4x4 but b.png is 4x5"),
+  "unknown_dataset": (["--dataset=no_such_dataset_xyz"], "unknown dataset 'no_such_dataset_xyz'"),
+  "gray_data_rgb_model": (["--channels=3"], "8x8x1 images (grayscale) but the model is 8x8x3 (RGB): set --channels=1"),
+  "empty_folder": (["--dataset={empty}"], "has no .png/.jpg/.jpeg images"),
+  "mixed_folder": (["--dataset={mixed}"], "mixes image sizes: a.png is 4x4 but b.png is 4x5"),
 }
 
 
 def _snapshot(directory):
-    return sorted((os.path.relpath(os.path.join(r, f), directory), os.path.getsize(os.path.join(r, f)))
-                  for r, _, files in os.walk(directory) for f in files)
+  return sorted(
+    (os.path.relpath(os.path.join(r, f), directory), os.path.getsize(os.path.join(r, f)))
+    for r, _, files in os.walk(directory)
+    for f in files
+  )
 
 
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
-    """Starts experiments/dcgan.py once on good input and once per bad input; yields a result getter."""
-    base = tmp_path_factory.mktemp("programs")
-    (base / "empty").mkdir()
-    (base / "mixed").mkdir()
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(base / "mixed" / "a.png")
-    Image.fromarray(np.zeros((4, 5), np.uint8)).save(base / "mixed" / "b.png")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    started = {}
+  """Starts experiments/dcgan.py once on good input and once per bad input; yields a result getter."""
+  base = tmp_path_factory.mktemp("programs")
+  (base / "empty").mkdir()
+  (base / "mixed").mkdir()
+  Image.fromarray(np.zeros((4, 4), np.uint8)).save(base / "mixed" / "a.png")
+  Image.fromarray(np.zeros((4, 5), np.uint8)).save(base / "mixed" / "b.png")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  started = {}
 
-    def start(case, args, workdir):
-        proc = subprocess.Popen([sys.executable, DCGAN, *args, f"--workdir={workdir}"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        started[case] = (workdir, _snapshot(workdir) if workdir.exists() else None, proc)
+  def start(case, args, workdir):
+    proc = subprocess.Popen(
+      [sys.executable, DCGAN, *args, f"--workdir={workdir}"],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=env,
+      cwd=ROOT,
+    )
+    started[case] = (workdir, _snapshot(workdir) if workdir.exists() else None, proc)
 
-    start("good", TINY_RUN, base / "run")
-    for case, (args, _) in BAD_INPUTS.items():
-        workdir = base / f"w_{case}"
-        workdir.mkdir()
-        (workdir / "keep.txt").write_text("an existing run")
-        start(case, [a.format(empty=base / "empty", mixed=base / "mixed") for a in args] + ["--num_steps=2"],
-              workdir)
-    done = {}
+  start("good", TINY_RUN, base / "run")
+  for case, (args, _) in BAD_INPUTS.items():
+    workdir = base / f"w_{case}"
+    workdir.mkdir()
+    (workdir / "keep.txt").write_text("an existing run")
+    start(case, [a.format(empty=base / "empty", mixed=base / "mixed") for a in args] + ["--num_steps=2"], workdir)
+  done = {}
 
-    def result(case):
-        if case not in done:
-            workdir, before, proc = started[case]
-            stdout, stderr = proc.communicate(timeout=600)
-            done[case] = dict(code=proc.returncode, stdout=stdout, stderr=stderr, workdir=workdir, before=before,
-                              after=_snapshot(workdir))
-        return done[case]
+  def result(case):
+    if case not in done:
+      workdir, before, proc = started[case]
+      stdout, stderr = proc.communicate(timeout=600)
+      done[case] = dict(
+        code=proc.returncode, stdout=stdout, stderr=stderr, workdir=workdir, before=before, after=_snapshot(workdir)
+      )
+    return done[case]
 
-    yield result
-    for _, _, proc in started.values():
-        if proc.poll() is None:
-            proc.kill()
+  yield result
+  for _, _, proc in started.values():
+    if proc.poll() is None:
+      proc.kill()
 
 
 @pytest.fixture(autouse=True)
 def _start_programs_early(programs):
-    """Every test asks for the programs, so the first one starts them."""
+  """Every test asks for the programs, so the first one starts them."""
 
 
 def test_dcgan_script_writes_figures_and_metrics(programs):
-    run = programs("good")
-    assert run["code"] == 0, run["stderr"][-3000:]
-    workdir = run["workdir"]
-    for name in ("metrics.jsonl", "flags.json", "eval.json", "loss_curves.png", "samples/step_0000002.png",
-                 "samples/step_0000004.png", "samples/step_0000004_raw.png", "samples/pixels_step_0000004.png"):
-        assert (workdir / name).stat().st_size > 0, name
-    assert [r["step"] for r in viz.read_metrics(str(workdir / "metrics.jsonl"))] == [2, 4]
-    assert json.loads((workdir / "flags.json").read_text())["experiment"] == "dcgan"
-    assert "dcgan digits step 4: pixel FD" in run["stdout"]
-    state, _, _, shape = eu.load_run(str(workdir))  # the explore.py path: flags.json -> model -> checkpoint
-    assert int(state.step) == 4 and shape == (8, 8, 1) and state.ema_params is not None
+  run = programs("good")
+  assert run["code"] == 0, run["stderr"][-3000:]
+  workdir = run["workdir"]
+  for name in (
+    "metrics.jsonl",
+    "flags.json",
+    "eval.json",
+    "loss_curves.png",
+    "samples/step_0000002.png",
+    "samples/step_0000004.png",
+    "samples/step_0000004_raw.png",
+    "samples/pixels_step_0000004.png",
+  ):
+    assert (workdir / name).stat().st_size > 0, name
+  assert [r["step"] for r in viz.read_metrics(str(workdir / "metrics.jsonl"))] == [2, 4]
+  assert json.loads((workdir / "flags.json").read_text())["experiment"] == "dcgan"
+  assert "dcgan digits step 4: pixel FD" in run["stdout"]
+  state, _, _, shape = eu.load_run(str(workdir))  # the explore.py path: flags.json -> model -> checkpoint
+  assert int(state.step) == 4 and shape == (8, 8, 1) and state.ema_params is not None
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_fails_with_one_line(programs, case):
-    run = programs(case)
-    lines = [line for line in run["stderr"].splitlines() if line.strip()]
-    assert run["code"] != 0
-    assert len(lines) == 1 and lines[0].startswith("error: ") and BAD_INPUTS[case][1] in lines[0], run["stderr"]
-    assert run["after"] == run["before"]
+  run = programs(case)
+  lines = [line for line in run["stderr"].splitlines() if line.strip()]
+  assert run["code"] != 0
+  assert len(lines) == 1 and lines[0].startswith("error: ") and BAD_INPUTS[case][1] in lines[0], run["stderr"]
+  assert run["after"] == run["before"]

@@ -20,15 +20,17 @@ def sigmoid(x):
 
 
 def test_minimax_discriminator_loss_is_binary_cross_entropy():
-  expected = (np.mean([-math.log(sigmoid(r)) for r in REAL.tolist()])
-              + np.mean([-math.log(1 - sigmoid(f)) for f in FAKE.tolist()]))
+  expected = np.mean([-math.log(sigmoid(r)) for r in REAL.tolist()]) + np.mean(
+    [-math.log(1 - sigmoid(f)) for f in FAKE.tolist()]
+  )
   assert float(losses.minimax_discriminator_loss(REAL, FAKE)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_one_sided_label_smoothing_only_softens_real_targets():
   t = 0.9
-  expected = (np.mean([-(t * math.log(sigmoid(r)) + (1 - t) * math.log(1 - sigmoid(r))) for r in REAL.tolist()])
-              + np.mean([-math.log(1 - sigmoid(f)) for f in FAKE.tolist()]))
+  expected = np.mean(
+    [-(t * math.log(sigmoid(r)) + (1 - t) * math.log(1 - sigmoid(r))) for r in REAL.tolist()]
+  ) + np.mean([-math.log(1 - sigmoid(f)) for f in FAKE.tolist()])
   assert float(losses.minimax_discriminator_loss(REAL, FAKE, real_label=0.9)) == pytest.approx(expected, rel=1e-6)
 
 

@@ -11,8 +11,7 @@ SCRIPT = os.path.join(ROOT, "experiments", "metropolis.py")
 
 def run(args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, cwd=ROOT,
-                        timeout=300)
+  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
 def test_spread_chains_cover_the_grid_and_one_chain_stays_in_one_mode(tmp_path):
@@ -24,8 +23,16 @@ def test_spread_chains_cover_the_grid_and_one_chain_stays_in_one_mode(tmp_path):
   assert 0.2 < m["acceptance_rate"] < 0.6
   assert os.path.exists(tmp_path / "spread" / "samples.png")
 
-  one = run([f"--workdir={tmp_path / 'one'}", "--dataset=grid25", "--num_chains=1", "--samples_per_chain=500",
-             "--thin=50", "--burn_in=500"])
+  one = run(
+    [
+      f"--workdir={tmp_path / 'one'}",
+      "--dataset=grid25",
+      "--num_chains=1",
+      "--samples_per_chain=500",
+      "--thin=50",
+      "--burn_in=500",
+    ]
+  )
   assert one.returncode == 0, one.stderr
   with open(tmp_path / "one" / "mode_metrics.json") as f:
     m = json.load(f)

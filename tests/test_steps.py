@@ -14,9 +14,16 @@ from jaxgan.state import GANState, create_gan_state
 
 
 def tiny_state(seed=0, ema=False, lr=1e-3):
-  return create_gan_state(seed=seed, generator=ToyGenerator(hidden=16, depth=2),
-                          discriminator=ToyCritic(hidden=16, depth=2), g_tx=optax.adam(lr, 0.5, 0.9),
-                          d_tx=optax.adam(lr, 0.5, 0.9), latent_dim=2, data_shape=(2,), use_ema=ema)
+  return create_gan_state(
+    seed=seed,
+    generator=ToyGenerator(hidden=16, depth=2),
+    discriminator=ToyCritic(hidden=16, depth=2),
+    g_tx=optax.adam(lr, 0.5, 0.9),
+    d_tx=optax.adam(lr, 0.5, 0.9),
+    latent_dim=2,
+    data_shape=(2,),
+    use_ema=ema,
+  )
 
 
 def batch(n_critic=None, batch_size=8, seed=0):
@@ -40,8 +47,9 @@ def test_train_step_equals_n_critic_d_steps_then_a_g_step():
   d_step = jax.jit(steps.d_step, static_argnums=3)
   for i, k in enumerate(jax.random.split(d_key, 3)):
     manual, _ = d_step(manual, jax.tree.map(lambda x: x[i], b), k, CONFIG)
-  manual, _ = jax.jit(steps.g_step, static_argnums=3)(manual, jax.tree.map(lambda x: x[0], b),
-                                                          jax.random.split(g_key, 1)[0], CONFIG)
+  manual, _ = jax.jit(steps.g_step, static_argnums=3)(
+    manual, jax.tree.map(lambda x: x[0], b), jax.random.split(g_key, 1)[0], CONFIG
+  )
   for x, y in zip(jax.tree.leaves(fused.replace(step=0)), jax.tree.leaves(manual)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=1e-6)
   assert int(fused.step) == 1 and int(fused.disc.step) == 3 and int(fused.gen.step) == 1
@@ -77,8 +85,9 @@ def test_g_step_updates_only_the_generator_and_the_ema():
   assert not leaves_equal(new.gen.params, state.gen.params)
   # First EMA update: decay = min(0.9, (1 + 1) / (10 + 1)).
   d = 2.0 / 11.0
-  for e, old, p in zip(jax.tree.leaves(new.ema_params), jax.tree.leaves(state.ema_params),
-                       jax.tree.leaves(new.gen.params)):
+  for e, old, p in zip(
+    jax.tree.leaves(new.ema_params), jax.tree.leaves(state.ema_params), jax.tree.leaves(new.gen.params)
+  ):
     np.testing.assert_allclose(np.asarray(e), d * np.asarray(old) + (1 - d) * np.asarray(p), rtol=1e-5, atol=1e-7)
 
 
@@ -108,8 +117,18 @@ def test_nonfinite_updates_are_flagged_or_skipped():
   assert leaves_equal(new.disc.params, state.disc.params)
 
 
-@pytest.mark.parametrize("kwargs", [dict(loss="nope"), dict(n_critic=-1), dict(n_critic=0), dict(n_gen=0),
-                                    dict(latent_dist="cauchy"), dict(ema_decay=1.0), dict(real_label=0.0)])
+@pytest.mark.parametrize(
+  "kwargs",
+  [
+    dict(loss="nope"),
+    dict(n_critic=-1),
+    dict(n_critic=0),
+    dict(n_gen=0),
+    dict(latent_dist="cauchy"),
+    dict(ema_decay=1.0),
+    dict(real_label=0.0),
+  ],
+)
 def test_bad_configs(kwargs):
   with pytest.raises(ConfigError):
     steps.StepConfig(**kwargs)

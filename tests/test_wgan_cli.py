@@ -12,15 +12,26 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "wgan.py")
-TINY = ["--dataset=ring8", "--width=16", "--depth=2", "--batch_size=32", "--n_critic=2", "--gp_weight=0.1",
-        "--ema_decay=0.99", "--lr=1e-3", "--log_every=5", "--checkpoint_every=10", "--sample_every=0",
-        "--eval_samples=200", "--seed=7"]
+TINY = [
+  "--dataset=ring8",
+  "--width=16",
+  "--depth=2",
+  "--batch_size=32",
+  "--n_critic=2",
+  "--gp_weight=0.1",
+  "--ema_decay=0.99",
+  "--lr=1e-3",
+  "--log_every=5",
+  "--checkpoint_every=10",
+  "--sample_every=0",
+  "--eval_samples=200",
+  "--seed=7",
+]
 
 
 def run(args, check=True):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  proc = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, cwd=ROOT,
-                        timeout=300)
+  proc = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
   if check and proc.returncode != 0:
     raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
   return proc
@@ -74,18 +85,36 @@ def test_resume_is_bit_exact(tmp_path):
 
 
 def test_flagfile_reproduces_the_documented_job(tmp_path):
-  run([f"--flagfile={ROOT}/experiments/flags/wgan_gp_ring8.flags", "--num_steps=3", "--width=16",
-       "--log_every=1", "--checkpoint_every=3", "--sample_every=3", "--eval_samples=100", f"--workdir={tmp_path}"])
-  for name in ("metrics.jsonl", "mode_metrics.json", "flags.json", "loss_curves.png",
-               os.path.join("samples", "step_0000003.png")):
+  run(
+    [
+      f"--flagfile={ROOT}/experiments/flags/wgan_gp_ring8.flags",
+      "--num_steps=3",
+      "--width=16",
+      "--log_every=1",
+      "--checkpoint_every=3",
+      "--sample_every=3",
+      "--eval_samples=100",
+      f"--workdir={tmp_path}",
+    ]
+  )
+  for name in (
+    "metrics.jsonl",
+    "mode_metrics.json",
+    "flags.json",
+    "loss_curves.png",
+    os.path.join("samples", "step_0000003.png"),
+  ):
     assert (tmp_path / name).exists(), name
 
 
-@pytest.mark.parametrize("bad, expected", [
+@pytest.mark.parametrize(
+  "bad, expected",
+  [
     (["--loss=wassersteen"], "--loss"),
     (["--n_critic=-1"], "n_critic"),
     (["--flagfile=/nonexistent/run.flags"], "/nonexistent/run.flags"),
-])
+  ],
+)
 def test_bad_flags_fail_with_one_line(tmp_path, bad, expected):
   workdir = tmp_path / "w"
   proc = run([*TINY, "--num_steps=2", f"--workdir={workdir}", *bad], check=False)

@@ -52,7 +52,7 @@ _NUM_CHANNELS = 3
 def base_name(name: str) -> str | None:
   """``"mnist"`` for ``"stacked_mnist"``; None when ``name`` is not a stacked dataset name."""
   if name.startswith(STACKED_PREFIX) and len(name) > len(STACKED_PREFIX):
-    return name[len(STACKED_PREFIX):]
+    return name[len(STACKED_PREFIX) :]
   return None
 
 
@@ -65,10 +65,9 @@ def _index_maps(base_len: int, length: int, seed: int) -> np.ndarray:
   """(3, length) int64: per channel, independent permutations of range(base_len), concatenated."""
   rng = np.random.default_rng(seed)
   reps = -(-length // base_len)  # ceil
-  return np.stack([
-      np.concatenate([rng.permutation(base_len) for _ in range(reps)])[:length]
-      for _ in range(_NUM_CHANNELS)
-  ]).astype(np.int64)
+  return np.stack(
+    [np.concatenate([rng.permutation(base_len) for _ in range(reps)])[:length] for _ in range(_NUM_CHANNELS)]
+  ).astype(np.int64)
 
 
 class StackedSource(images_lib.ImageSource):
@@ -86,9 +85,18 @@ class StackedSource(images_lib.ImageSource):
     indices: (3, len) int64, the base index of every channel of every example.
   """
 
-  def __init__(self, base: images_lib.ImageSource, *, seed: int = 0, length: int | None = None,
-               name: str | None = None, image_size: int | None = None, crop: int | None = None,
-               channels: int | None = None, convert_channels: bool = False):
+  def __init__(
+    self,
+    base: images_lib.ImageSource,
+    *,
+    seed: int = 0,
+    length: int | None = None,
+    name: str | None = None,
+    image_size: int | None = None,
+    crop: int | None = None,
+    channels: int | None = None,
+    convert_channels: bool = False,
+  ):
     """Wraps ``base``.
 
     Args:
@@ -106,11 +114,14 @@ class StackedSource(images_lib.ImageSource):
     name = name or f"{STACKED_PREFIX}{base.name}"
     if base.images_shape[-1] != 1:
       raise images_lib.DataError(
-          f"{name}: the base dataset {base.name} has {base.images_shape[-1]}-channel images; stacking needs "
-          "grayscale (1-channel) images, e.g. mnist, fashion_mnist or digits")
+        f"{name}: the base dataset {base.name} has {base.images_shape[-1]}-channel images; stacking needs "
+        "grayscale (1-channel) images, e.g. mnist, fashion_mnist or digits"
+      )
     if base.num_classes is None:
-      raise images_lib.DataError(f"{name}: the base dataset {base.name} has no labels; stacking needs "
-                                 "labelled images (the stacked label is made of the three base labels)")
+      raise images_lib.DataError(
+        f"{name}: the base dataset {base.name} has no labels; stacking needs "
+        "labelled images (the stacked label is made of the three base labels)"
+      )
     if len(base) == 0:
       raise images_lib.DataError(f"{name}: the base dataset {base.name} is empty")
     length = max(len(base), DEFAULT_MIN_LENGTH) if length is None else int(length)
@@ -119,8 +130,15 @@ class StackedSource(images_lib.ImageSource):
     self.base, self.seed, self.base_num_classes = base, int(seed), int(base.num_classes)
     self.indices = _index_maps(len(base), length, self.seed)
     h, w, _ = base.images_shape
-    super().__init__(name, (h, w, _NUM_CHANNELS), self.base_num_classes ** _NUM_CHANNELS,
-                     image_size=image_size, crop=crop, channels=channels, convert_channels=convert_channels)
+    super().__init__(
+      name,
+      (h, w, _NUM_CHANNELS),
+      self.base_num_classes**_NUM_CHANNELS,
+      image_size=image_size,
+      crop=crop,
+      channels=channels,
+      convert_channels=convert_channels,
+    )
 
   def __len__(self) -> int:
     return self.indices.shape[1]
@@ -136,11 +154,18 @@ class StackedSource(images_lib.ImageSource):
     """The base labels (..., 3) of stacked label(s), most significant (red channel) first."""
     label = np.asarray(label)
     k = self.base_num_classes
-    return np.stack([label // k ** 2, (label // k) % k, label % k], axis=-1)
+    return np.stack([label // k**2, (label // k) % k, label % k], axis=-1)
 
 
-def make_stacked_source(name: str, split: str = "train", data_dir: str | None = None, *, seed: int = 0,
-                        length: int | None = None, **kwargs: Any) -> StackedSource:
+def make_stacked_source(
+  name: str,
+  split: str = "train",
+  data_dir: str | None = None,
+  *,
+  seed: int = 0,
+  length: int | None = None,
+  **kwargs: Any,
+) -> StackedSource:
   """Opens ``stacked_<base>``: ``<base>``'s ``split`` stacked three times (see `StackedSource`).
 
   Args:
@@ -160,8 +185,9 @@ def make_stacked_source(name: str, split: str = "train", data_dir: str | None = 
   """
   base = base_name(name)
   if base is None:
-    raise images_lib.DataError(f"{name!r} is not a stacked dataset name: use {STACKED_PREFIX}<base>, "
-                               "e.g. stacked_mnist or stacked_digits")
+    raise images_lib.DataError(
+      f"{name!r} is not a stacked dataset name: use {STACKED_PREFIX}<base>, e.g. stacked_mnist or stacked_digits"
+    )
   if base_name(base) is not None:
     raise images_lib.DataError(f"{name}: the base dataset {base} is itself stacked; use a grayscale base")
   try:

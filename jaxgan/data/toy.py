@@ -80,8 +80,15 @@ class MixtureIterator:
   run -- is the same as with one process.
   """
 
-  def __init__(self, mixture: GaussianMixture2D, batch_size: int, seed: int, n_critic: int | None = None,
-               process_index: int | None = None, process_count: int | None = None):
+  def __init__(
+    self,
+    mixture: GaussianMixture2D,
+    batch_size: int,
+    seed: int,
+    n_critic: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+  ):
     from jaxgan import parallel
 
     self.mixture = mixture

@@ -88,16 +88,16 @@ import numpy as np
 from flax import traverse_util
 
 __all__ = [
-    "ENV_VAR",
-    "InceptionV3FID",
-    "InceptionFeatures",
-    "preprocess",
-    "load_inception_weights",
-    "save_inception_weights",
-    "flatten_variables",
-    "unflatten_variables",
-    "expected_weight_shapes",
-    "convert_pytorch_fid_state_dict",
+  "ENV_VAR",
+  "InceptionV3FID",
+  "InceptionFeatures",
+  "preprocess",
+  "load_inception_weights",
+  "save_inception_weights",
+  "flatten_variables",
+  "unflatten_variables",
+  "expected_weight_shapes",
+  "convert_pytorch_fid_state_dict",
 ]
 
 ENV_VAR = "JAXGAN_INCEPTION_WEIGHTS"
@@ -109,305 +109,305 @@ Pad = Union[int, tuple[int, int]]
 
 
 class BasicConv2d(nn.Module):
-    """conv (no bias) -> BatchNorm(eps=1e-3, running stats) -> ReLU."""
+  """conv (no bias) -> BatchNorm(eps=1e-3, running stats) -> ReLU."""
 
-    features: int
-    kernel: tuple[int, int]
-    strides: int = 1
-    padding: Pad = 0
-    precision: Any = jax.lax.Precision.HIGHEST
+  features: int
+  kernel: tuple[int, int]
+  strides: int = 1
+  padding: Pad = 0
+  precision: Any = jax.lax.Precision.HIGHEST
 
-    @nn.compact
-    def __call__(self, x):
-        ph, pw = (self.padding, self.padding) if isinstance(self.padding, int) else self.padding
-        x = nn.Conv(
-            self.features,
-            self.kernel,
-            strides=(self.strides, self.strides),
-            padding=((ph, ph), (pw, pw)),
-            use_bias=False,
-            precision=self.precision,
-            name="conv",
-        )(x)
-        x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
-        return nn.relu(x)
+  @nn.compact
+  def __call__(self, x):
+    ph, pw = (self.padding, self.padding) if isinstance(self.padding, int) else self.padding
+    x = nn.Conv(
+      self.features,
+      self.kernel,
+      strides=(self.strides, self.strides),
+      padding=((ph, ph), (pw, pw)),
+      use_bias=False,
+      precision=self.precision,
+      name="conv",
+    )(x)
+    x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
+    return nn.relu(x)
 
 
 def _avg3(x):  # 3x3 stride 1 pad 1, padding excluded from the average (FID graph)
-    return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
+  return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
 
 
 def _max3s2(x):
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
 class InceptionA(nn.Module):
-    pool_features: int
-    precision: Any = jax.lax.Precision.HIGHEST
+  pool_features: int
+  precision: Any = jax.lax.Precision.HIGHEST
 
-    @nn.compact
-    def __call__(self, x):
-        C = lambda f, k, p=0, n=None: BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
-        b1 = C(64, (1, 1), n="branch1x1")(x)
-        b5 = C(48, (1, 1), n="branch5x5_1")(x)
-        b5 = C(64, (5, 5), 2, n="branch5x5_2")(b5)
-        b3 = C(64, (1, 1), n="branch3x3dbl_1")(x)
-        b3 = C(96, (3, 3), 1, n="branch3x3dbl_2")(b3)
-        b3 = C(96, (3, 3), 1, n="branch3x3dbl_3")(b3)
-        bp = C(self.pool_features, (1, 1), n="branch_pool")(_avg3(x))
-        return jnp.concatenate([b1, b5, b3, bp], axis=-1)
+  @nn.compact
+  def __call__(self, x):
+    C = lambda f, k, p=0, n=None: BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
+    b1 = C(64, (1, 1), n="branch1x1")(x)
+    b5 = C(48, (1, 1), n="branch5x5_1")(x)
+    b5 = C(64, (5, 5), 2, n="branch5x5_2")(b5)
+    b3 = C(64, (1, 1), n="branch3x3dbl_1")(x)
+    b3 = C(96, (3, 3), 1, n="branch3x3dbl_2")(b3)
+    b3 = C(96, (3, 3), 1, n="branch3x3dbl_3")(b3)
+    bp = C(self.pool_features, (1, 1), n="branch_pool")(_avg3(x))
+    return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
 class InceptionB(nn.Module):
-    precision: Any = jax.lax.Precision.HIGHEST
+  precision: Any = jax.lax.Precision.HIGHEST
 
-    @nn.compact
-    def __call__(self, x):
-        P = self.precision
-        b3 = BasicConv2d(384, (3, 3), strides=2, precision=P, name="branch3x3")(x)
-        bd = BasicConv2d(64, (1, 1), precision=P, name="branch3x3dbl_1")(x)
-        bd = BasicConv2d(96, (3, 3), padding=1, precision=P, name="branch3x3dbl_2")(bd)
-        bd = BasicConv2d(96, (3, 3), strides=2, precision=P, name="branch3x3dbl_3")(bd)
-        return jnp.concatenate([b3, bd, _max3s2(x)], axis=-1)
+  @nn.compact
+  def __call__(self, x):
+    P = self.precision
+    b3 = BasicConv2d(384, (3, 3), strides=2, precision=P, name="branch3x3")(x)
+    bd = BasicConv2d(64, (1, 1), precision=P, name="branch3x3dbl_1")(x)
+    bd = BasicConv2d(96, (3, 3), padding=1, precision=P, name="branch3x3dbl_2")(bd)
+    bd = BasicConv2d(96, (3, 3), strides=2, precision=P, name="branch3x3dbl_3")(bd)
+    return jnp.concatenate([b3, bd, _max3s2(x)], axis=-1)
 
 
 class InceptionC(nn.Module):
-    channels_7x7: int
-    precision: Any = jax.lax.Precision.HIGHEST
+  channels_7x7: int
+  precision: Any = jax.lax.Precision.HIGHEST
 
-    @nn.compact
-    def __call__(self, x):
-        c7 = self.channels_7x7
-        C = lambda f, k, p=0, n=None: BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
-        b1 = C(192, (1, 1), n="branch1x1")(x)
-        b7 = C(c7, (1, 1), n="branch7x7_1")(x)
-        b7 = C(c7, (1, 7), (0, 3), n="branch7x7_2")(b7)
-        b7 = C(192, (7, 1), (3, 0), n="branch7x7_3")(b7)
-        bd = C(c7, (1, 1), n="branch7x7dbl_1")(x)
-        bd = C(c7, (7, 1), (3, 0), n="branch7x7dbl_2")(bd)
-        bd = C(c7, (1, 7), (0, 3), n="branch7x7dbl_3")(bd)
-        bd = C(c7, (7, 1), (3, 0), n="branch7x7dbl_4")(bd)
-        bd = C(192, (1, 7), (0, 3), n="branch7x7dbl_5")(bd)
-        bp = C(192, (1, 1), n="branch_pool")(_avg3(x))
-        return jnp.concatenate([b1, b7, bd, bp], axis=-1)
+  @nn.compact
+  def __call__(self, x):
+    c7 = self.channels_7x7
+    C = lambda f, k, p=0, n=None: BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
+    b1 = C(192, (1, 1), n="branch1x1")(x)
+    b7 = C(c7, (1, 1), n="branch7x7_1")(x)
+    b7 = C(c7, (1, 7), (0, 3), n="branch7x7_2")(b7)
+    b7 = C(192, (7, 1), (3, 0), n="branch7x7_3")(b7)
+    bd = C(c7, (1, 1), n="branch7x7dbl_1")(x)
+    bd = C(c7, (7, 1), (3, 0), n="branch7x7dbl_2")(bd)
+    bd = C(c7, (1, 7), (0, 3), n="branch7x7dbl_3")(bd)
+    bd = C(c7, (7, 1), (3, 0), n="branch7x7dbl_4")(bd)
+    bd = C(192, (1, 7), (0, 3), n="branch7x7dbl_5")(bd)
+    bp = C(192, (1, 1), n="branch_pool")(_avg3(x))
+    return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
 class InceptionD(nn.Module):
-    precision: Any = jax.lax.Precision.HIGHEST
+  precision: Any = jax.lax.Precision.HIGHEST
 
-    @nn.compact
-    def __call__(self, x):
-        P = self.precision
-        b3 = BasicConv2d(192, (1, 1), precision=P, name="branch3x3_1")(x)
-        b3 = BasicConv2d(320, (3, 3), strides=2, precision=P, name="branch3x3_2")(b3)
-        b7 = BasicConv2d(192, (1, 1), precision=P, name="branch7x7x3_1")(x)
-        b7 = BasicConv2d(192, (1, 7), padding=(0, 3), precision=P, name="branch7x7x3_2")(b7)
-        b7 = BasicConv2d(192, (7, 1), padding=(3, 0), precision=P, name="branch7x7x3_3")(b7)
-        b7 = BasicConv2d(192, (3, 3), strides=2, precision=P, name="branch7x7x3_4")(b7)
-        return jnp.concatenate([b3, b7, _max3s2(x)], axis=-1)
+  @nn.compact
+  def __call__(self, x):
+    P = self.precision
+    b3 = BasicConv2d(192, (1, 1), precision=P, name="branch3x3_1")(x)
+    b3 = BasicConv2d(320, (3, 3), strides=2, precision=P, name="branch3x3_2")(b3)
+    b7 = BasicConv2d(192, (1, 1), precision=P, name="branch7x7x3_1")(x)
+    b7 = BasicConv2d(192, (1, 7), padding=(0, 3), precision=P, name="branch7x7x3_2")(b7)
+    b7 = BasicConv2d(192, (7, 1), padding=(3, 0), precision=P, name="branch7x7x3_3")(b7)
+    b7 = BasicConv2d(192, (3, 3), strides=2, precision=P, name="branch7x7x3_4")(b7)
+    return jnp.concatenate([b3, b7, _max3s2(x)], axis=-1)
 
 
 class InceptionE(nn.Module):
-    """E block; ``max_pool_branch`` selects the Mixed_7c (FID E_2) pool branch."""
+  """E block; ``max_pool_branch`` selects the Mixed_7c (FID E_2) pool branch."""
 
-    max_pool_branch: bool = False
-    precision: Any = jax.lax.Precision.HIGHEST
+  max_pool_branch: bool = False
+  precision: Any = jax.lax.Precision.HIGHEST
 
-    @nn.compact
-    def __call__(self, x):
-        C = lambda f, k, p=0, n=None: BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
-        b1 = C(320, (1, 1), n="branch1x1")(x)
-        b3 = C(384, (1, 1), n="branch3x3_1")(x)
-        b3 = jnp.concatenate(
-            [C(384, (1, 3), (0, 1), n="branch3x3_2a")(b3), C(384, (3, 1), (1, 0), n="branch3x3_2b")(b3)],
-            axis=-1,
-        )
-        bd = C(448, (1, 1), n="branch3x3dbl_1")(x)
-        bd = C(384, (3, 3), 1, n="branch3x3dbl_2")(bd)
-        bd = jnp.concatenate(
-            [C(384, (1, 3), (0, 1), n="branch3x3dbl_3a")(bd), C(384, (3, 1), (1, 0), n="branch3x3dbl_3b")(bd)],
-            axis=-1,
-        )
-        if self.max_pool_branch:
-            pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
-        else:
-            pooled = _avg3(x)
-        bp = C(192, (1, 1), n="branch_pool")(pooled)
-        return jnp.concatenate([b1, b3, bd, bp], axis=-1)
+  @nn.compact
+  def __call__(self, x):
+    C = lambda f, k, p=0, n=None: BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
+    b1 = C(320, (1, 1), n="branch1x1")(x)
+    b3 = C(384, (1, 1), n="branch3x3_1")(x)
+    b3 = jnp.concatenate(
+      [C(384, (1, 3), (0, 1), n="branch3x3_2a")(b3), C(384, (3, 1), (1, 0), n="branch3x3_2b")(b3)],
+      axis=-1,
+    )
+    bd = C(448, (1, 1), n="branch3x3dbl_1")(x)
+    bd = C(384, (3, 3), 1, n="branch3x3dbl_2")(bd)
+    bd = jnp.concatenate(
+      [C(384, (1, 3), (0, 1), n="branch3x3dbl_3a")(bd), C(384, (3, 1), (1, 0), n="branch3x3dbl_3b")(bd)],
+      axis=-1,
+    )
+    if self.max_pool_branch:
+      pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
+    else:
+      pooled = _avg3(x)
+    bp = C(192, (1, 1), n="branch_pool")(pooled)
+    return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
 class InceptionV3FID(nn.Module):
-    """The FID InceptionV3 trunk on already preprocessed 3-channel NHWC input.
+  """The FID InceptionV3 trunk on already preprocessed 3-channel NHWC input.
 
-    Returns ``(pool3, logits)`` with shapes (N, 2048) and (N, 1008).
-    Needs spatial size >= 75.
-    """
+  Returns ``(pool3, logits)`` with shapes (N, 2048) and (N, 1008).
+  Needs spatial size >= 75.
+  """
 
-    num_classes: int = NUM_CLASSES
-    precision: Any = jax.lax.Precision.HIGHEST
+  num_classes: int = NUM_CLASSES
+  precision: Any = jax.lax.Precision.HIGHEST
 
-    @nn.compact
-    def __call__(self, x):
-        P = self.precision
-        x = BasicConv2d(32, (3, 3), strides=2, precision=P, name="Conv2d_1a_3x3")(x)
-        x = BasicConv2d(32, (3, 3), precision=P, name="Conv2d_2a_3x3")(x)
-        x = BasicConv2d(64, (3, 3), padding=1, precision=P, name="Conv2d_2b_3x3")(x)
-        x = _max3s2(x)
-        x = BasicConv2d(80, (1, 1), precision=P, name="Conv2d_3b_1x1")(x)
-        x = BasicConv2d(192, (3, 3), precision=P, name="Conv2d_4a_3x3")(x)
-        x = _max3s2(x)
-        x = InceptionA(32, precision=P, name="Mixed_5b")(x)
-        x = InceptionA(64, precision=P, name="Mixed_5c")(x)
-        x = InceptionA(64, precision=P, name="Mixed_5d")(x)
-        x = InceptionB(precision=P, name="Mixed_6a")(x)
-        x = InceptionC(128, precision=P, name="Mixed_6b")(x)
-        x = InceptionC(160, precision=P, name="Mixed_6c")(x)
-        x = InceptionC(160, precision=P, name="Mixed_6d")(x)
-        x = InceptionC(192, precision=P, name="Mixed_6e")(x)
-        x = InceptionD(precision=P, name="Mixed_7a")(x)
-        x = InceptionE(False, precision=P, name="Mixed_7b")(x)
-        x = InceptionE(True, precision=P, name="Mixed_7c")(x)
-        pool3 = jnp.mean(x, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, precision=P, name="fc")(pool3)
-        return pool3, logits
+  @nn.compact
+  def __call__(self, x):
+    P = self.precision
+    x = BasicConv2d(32, (3, 3), strides=2, precision=P, name="Conv2d_1a_3x3")(x)
+    x = BasicConv2d(32, (3, 3), precision=P, name="Conv2d_2a_3x3")(x)
+    x = BasicConv2d(64, (3, 3), padding=1, precision=P, name="Conv2d_2b_3x3")(x)
+    x = _max3s2(x)
+    x = BasicConv2d(80, (1, 1), precision=P, name="Conv2d_3b_1x1")(x)
+    x = BasicConv2d(192, (3, 3), precision=P, name="Conv2d_4a_3x3")(x)
+    x = _max3s2(x)
+    x = InceptionA(32, precision=P, name="Mixed_5b")(x)
+    x = InceptionA(64, precision=P, name="Mixed_5c")(x)
+    x = InceptionA(64, precision=P, name="Mixed_5d")(x)
+    x = InceptionB(precision=P, name="Mixed_6a")(x)
+    x = InceptionC(128, precision=P, name="Mixed_6b")(x)
+    x = InceptionC(160, precision=P, name="Mixed_6c")(x)
+    x = InceptionC(160, precision=P, name="Mixed_6d")(x)
+    x = InceptionC(192, precision=P, name="Mixed_6e")(x)
+    x = InceptionD(precision=P, name="Mixed_7a")(x)
+    x = InceptionE(False, precision=P, name="Mixed_7b")(x)
+    x = InceptionE(True, precision=P, name="Mixed_7c")(x)
+    pool3 = jnp.mean(x, axis=(1, 2))
+    logits = nn.Dense(self.num_classes, precision=P, name="fc")(pool3)
+    return pool3, logits
 
 
 def preprocess(images: jax.Array, resize_to: int = FID_RESIZE, input_scaling: str = "torch") -> jax.Array:
-    """[-1, 1] NHWC images (C in {1, 3}) -> network input (N, resize_to, resize_to, 3)."""
-    x = jnp.asarray(images, jnp.float32)
-    if x.ndim != 4:
-        raise ValueError(f"expected NHWC images, got shape {x.shape}")
-    if x.shape[-1] == 1:
-        x = jnp.repeat(x, 3, axis=-1)
-    elif x.shape[-1] != 3:
-        raise ValueError(f"expected 1 or 3 channels (NHWC), got {x.shape[-1]}")
-    if x.shape[1:3] != (resize_to, resize_to):
-        x = jax.image.resize(x, (x.shape[0], resize_to, resize_to, 3), "bilinear", antialias=False)
-    if input_scaling == "torch":
-        return x  # 2u - 1 with u = (x + 1)/2 is x itself
-    if input_scaling == "tf":
-        u = (x + 1.0) * 0.5
-        return (u * 255.0 - 128.0) / 128.0
-    raise ValueError(f"input_scaling must be 'torch' or 'tf', got {input_scaling!r}")
+  """[-1, 1] NHWC images (C in {1, 3}) -> network input (N, resize_to, resize_to, 3)."""
+  x = jnp.asarray(images, jnp.float32)
+  if x.ndim != 4:
+    raise ValueError(f"expected NHWC images, got shape {x.shape}")
+  if x.shape[-1] == 1:
+    x = jnp.repeat(x, 3, axis=-1)
+  elif x.shape[-1] != 3:
+    raise ValueError(f"expected 1 or 3 channels (NHWC), got {x.shape[-1]}")
+  if x.shape[1:3] != (resize_to, resize_to):
+    x = jax.image.resize(x, (x.shape[0], resize_to, resize_to, 3), "bilinear", antialias=False)
+  if input_scaling == "torch":
+    return x  # 2u - 1 with u = (x + 1)/2 is x itself
+  if input_scaling == "tf":
+    u = (x + 1.0) * 0.5
+    return (u * 255.0 - 128.0) / 128.0
+  raise ValueError(f"input_scaling must be 'torch' or 'tf', got {input_scaling!r}")
 
 
 # ----------------------------------------------------------------------------- weights
 
 
 def flatten_variables(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Nested flax variables -> {'params/Mixed_5b/branch1x1/conv/kernel': array, ...}."""
-    flat = traverse_util.flatten_dict(dict(variables), sep="/")
-    return {k: np.asarray(v) for k, v in flat.items()}
+  """Nested flax variables -> {'params/Mixed_5b/branch1x1/conv/kernel': array, ...}."""
+  flat = traverse_util.flatten_dict(dict(variables), sep="/")
+  return {k: np.asarray(v) for k, v in flat.items()}
 
 
 def unflatten_variables(flat: Mapping[str, Any]) -> dict:
-    return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
+  return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
 
 
 def _init_variables(key: jax.Array, size: int = 75) -> dict:
-    model = InceptionV3FID()
-    return model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))
+  model = InceptionV3FID()
+  return model.init(key, jnp.zeros((1, size, size, 3), jnp.float32))
 
 
 def _random_variables(key: jax.Array) -> dict:
-    """Random variables in the FID layout, drawn leaf by leaf in numpy (no tracing, ~1 s).
+  """Random variables in the FID layout, drawn leaf by leaf in numpy (no tracing, ~1 s).
 
-    Conv kernels ~ N(0, 2 / fan_in) (He init, so ReLU activations keep an O(1)
-    scale through the deep trunk), ``fc`` kernel ~ N(0, 1 / fan_in), BN identity
-    (scale 1, bias 0, mean 0, var 1), biases 0.
-    """
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
-    flat = {}
-    for k, shape in expected_weight_shapes().items():
-        if k.endswith("kernel"):
-            fan_in = int(np.prod(shape[:-1]))
-            gain = 2.0 if k.endswith("conv/kernel") else 1.0
-            flat[k] = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(gain / fan_in))
-        elif k.endswith("/scale") or k.endswith("/var"):
-            flat[k] = np.ones(shape, np.float32)
-        else:
-            flat[k] = np.zeros(shape, np.float32)
-    return unflatten_variables(flat)
+  Conv kernels ~ N(0, 2 / fan_in) (He init, so ReLU activations keep an O(1)
+  scale through the deep trunk), ``fc`` kernel ~ N(0, 1 / fan_in), BN identity
+  (scale 1, bias 0, mean 0, var 1), biases 0.
+  """
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+  flat = {}
+  for k, shape in expected_weight_shapes().items():
+    if k.endswith("kernel"):
+      fan_in = int(np.prod(shape[:-1]))
+      gain = 2.0 if k.endswith("conv/kernel") else 1.0
+      flat[k] = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(gain / fan_in))
+    elif k.endswith("/scale") or k.endswith("/var"):
+      flat[k] = np.ones(shape, np.float32)
+    else:
+      flat[k] = np.zeros(shape, np.float32)
+  return unflatten_variables(flat)
 
 
 def expected_weight_shapes() -> dict[str, tuple[int, ...]]:
-    """All flat keys of the weight file and their shapes (no computation: eval_shape)."""
-    shapes = jax.eval_shape(_init_variables, jax.random.PRNGKey(0))
-    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(dict(shapes), sep="/").items()}
+  """All flat keys of the weight file and their shapes (no computation: eval_shape)."""
+  shapes = jax.eval_shape(_init_variables, jax.random.PRNGKey(0))
+  return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(dict(shapes), sep="/").items()}
 
 
 def _missing_weights_error(detail: str) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"Inception FID weights not found ({detail}): pass weights_path= or set {ENV_VAR} to a "
-        f"local .npz/.pkl of the FID InceptionV3 (pt_inception-2015-12-05) flax variables "
-        f"- see jaxgan/metrics/inception.py for the layout and the conversion snippet; "
-        f"nothing is ever downloaded."
-    )
+  return FileNotFoundError(
+    f"Inception FID weights not found ({detail}): pass weights_path= or set {ENV_VAR} to a "
+    f"local .npz/.pkl of the FID InceptionV3 (pt_inception-2015-12-05) flax variables "
+    f"- see jaxgan/metrics/inception.py for the layout and the conversion snippet; "
+    f"nothing is ever downloaded."
+  )
 
 
 def load_inception_weights(weights_path: Optional[Union[str, os.PathLike]] = None) -> dict:
-    """Load and validate the FID Inception variables from ``weights_path`` or ``$JAXGAN_INCEPTION_WEIGHTS``.
+  """Load and validate the FID Inception variables from ``weights_path`` or ``$JAXGAN_INCEPTION_WEIGHTS``.
 
-    Raises:
-      FileNotFoundError: no path given/set, or the file does not exist.
-      ValueError: keys or shapes do not match :func:`expected_weight_shapes`.
-    """
-    path = weights_path if weights_path is not None else os.environ.get(ENV_VAR)
-    if not path:
-        raise _missing_weights_error(f"no weights_path given and ${ENV_VAR} is unset")
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise _missing_weights_error(f"no file at {path!r}")
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as f:
-            flat = {k: np.asarray(f[k]) for k in f.files}
-    else:
-        with open(path, "rb") as f:
-            obj = pickle.load(f)
-        if not isinstance(obj, Mapping):
-            raise ValueError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
-        flat = dict(obj) if all(isinstance(k, str) and "/" in k for k in obj) else flatten_variables(obj)
-    expected = expected_weight_shapes()
-    missing = sorted(set(expected) - set(flat))
-    extra = sorted(set(flat) - set(expected))
-    if missing or extra:
-        raise ValueError(
-            f"{path}: weight keys do not match the FID InceptionV3 layout; "
-            f"missing {len(missing)} (e.g. {missing[:3]}), unexpected {len(extra)} (e.g. {extra[:3]})"
-        )
-    bad = [(k, flat[k].shape, s) for k, s in expected.items() if tuple(flat[k].shape) != s]
-    if bad:
-        raise ValueError(f"{path}: shape mismatch for {len(bad)} arrays, e.g. {bad[:3]}")
-    return unflatten_variables({k: np.asarray(v, np.float32) for k, v in flat.items()})
+  Raises:
+    FileNotFoundError: no path given/set, or the file does not exist.
+    ValueError: keys or shapes do not match :func:`expected_weight_shapes`.
+  """
+  path = weights_path if weights_path is not None else os.environ.get(ENV_VAR)
+  if not path:
+    raise _missing_weights_error(f"no weights_path given and ${ENV_VAR} is unset")
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise _missing_weights_error(f"no file at {path!r}")
+  if path.endswith(".npz"):
+    with np.load(path, allow_pickle=False) as f:
+      flat = {k: np.asarray(f[k]) for k in f.files}
+  else:
+    with open(path, "rb") as f:
+      obj = pickle.load(f)
+    if not isinstance(obj, Mapping):
+      raise ValueError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
+    flat = dict(obj) if all(isinstance(k, str) and "/" in k for k in obj) else flatten_variables(obj)
+  expected = expected_weight_shapes()
+  missing = sorted(set(expected) - set(flat))
+  extra = sorted(set(flat) - set(expected))
+  if missing or extra:
+    raise ValueError(
+      f"{path}: weight keys do not match the FID InceptionV3 layout; "
+      f"missing {len(missing)} (e.g. {missing[:3]}), unexpected {len(extra)} (e.g. {extra[:3]})"
+    )
+  bad = [(k, flat[k].shape, s) for k, s in expected.items() if tuple(flat[k].shape) != s]
+  if bad:
+    raise ValueError(f"{path}: shape mismatch for {len(bad)} arrays, e.g. {bad[:3]}")
+  return unflatten_variables({k: np.asarray(v, np.float32) for k, v in flat.items()})
 
 
 def save_inception_weights(path: Union[str, os.PathLike], variables: Mapping[str, Any]) -> None:
-    """Write variables in the documented ``.npz`` layout (flat '/'-joined keys)."""
-    np.savez(path, **flatten_variables(variables))
+  """Write variables in the documented ``.npz`` layout (flat '/'-joined keys)."""
+  np.savez(path, **flatten_variables(variables))
 
 
 def convert_pytorch_fid_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """pytorch-fid ``FIDInceptionA/C/E`` state dict (numpy arrays) -> flat flax keys (see module doc)."""
-    flat: dict[str, np.ndarray] = {}
-    for name, value in state_dict.items():
-        v = np.asarray(value)
-        if name.endswith("num_batches_tracked") or name.startswith("AuxLogits."):
-            continue
-        parts = name.split(".")
-        module, leaf = "/".join(parts[:-1]), parts[-1]
-        if name == "fc.weight":
-            flat["params/fc/kernel"] = v.T
-        elif name == "fc.bias":
-            flat["params/fc/bias"] = v
-        elif parts[-2] == "conv" and leaf == "weight":
-            flat[f"params/{module}/kernel"] = np.transpose(v, (2, 3, 1, 0))
-        elif parts[-2] == "bn" and leaf in ("weight", "bias"):
-            flat[f"params/{module}/{'scale' if leaf == 'weight' else 'bias'}"] = v
-        elif parts[-2] == "bn" and leaf in ("running_mean", "running_var"):
-            flat[f"batch_stats/{module}/{'mean' if leaf == 'running_mean' else 'var'}"] = v
-        else:
-            raise ValueError(f"unexpected key in state dict: {name}")
-    return flat
+  """pytorch-fid ``FIDInceptionA/C/E`` state dict (numpy arrays) -> flat flax keys (see module doc)."""
+  flat: dict[str, np.ndarray] = {}
+  for name, value in state_dict.items():
+    v = np.asarray(value)
+    if name.endswith("num_batches_tracked") or name.startswith("AuxLogits."):
+      continue
+    parts = name.split(".")
+    module, leaf = "/".join(parts[:-1]), parts[-1]
+    if name == "fc.weight":
+      flat["params/fc/kernel"] = v.T
+    elif name == "fc.bias":
+      flat["params/fc/bias"] = v
+    elif parts[-2] == "conv" and leaf == "weight":
+      flat[f"params/{module}/kernel"] = np.transpose(v, (2, 3, 1, 0))
+    elif parts[-2] == "bn" and leaf in ("weight", "bias"):
+      flat[f"params/{module}/{'scale' if leaf == 'weight' else 'bias'}"] = v
+    elif parts[-2] == "bn" and leaf in ("running_mean", "running_var"):
+      flat[f"batch_stats/{module}/{'mean' if leaf == 'running_mean' else 'var'}"] = v
+    else:
+      raise ValueError(f"unexpected key in state dict: {name}")
+  return flat
 
 
 # ----------------------------------------------------------------------------- extractor
@@ -415,62 +415,62 @@ def convert_pytorch_fid_state_dict(state_dict: Mapping[str, Any]) -> dict[str, n
 
 @functools.lru_cache(maxsize=None)
 def _forward_fn(resize_to: int, input_scaling: str, precision: Any):
-    """One jitted forward per configuration, shared by all extractors (weights are an argument)."""
-    model = InceptionV3FID(precision=precision)
+  """One jitted forward per configuration, shared by all extractors (weights are an argument)."""
+  model = InceptionV3FID(precision=precision)
 
-    def forward(variables, images):
-        return model.apply(variables, preprocess(images, resize_to, input_scaling))
+  def forward(variables, images):
+    return model.apply(variables, preprocess(images, resize_to, input_scaling))
 
-    return jax.jit(forward)
+  return jax.jit(forward)
 
 
 class InceptionFeatures:
-    """FID Inception pool3 feature extractor (implements ``FeatureExtractor``).
+  """FID Inception pool3 feature extractor (implements ``FeatureExtractor``).
 
-    ``extractor(images)`` maps NHWC images in [-1, 1] to (N, 2048) pool3
-    features; :meth:`logits` gives the (N, 1008) logits for the Inception Score
-    and :meth:`features_and_logits` both in one pass.  All are jitted.
+  ``extractor(images)`` maps NHWC images in [-1, 1] to (N, 2048) pool3
+  features; :meth:`logits` gives the (N, 1008) logits for the Inception Score
+  and :meth:`features_and_logits` both in one pass.  All are jitted.
 
-    Construct with ``InceptionFeatures(weights_path=None)`` (loads the real
-    weights from the path or ``$JAXGAN_INCEPTION_WEIGHTS``; raises
-    ``FileNotFoundError`` if absent) or ``InceptionFeatures.random(key)``.
+  Construct with ``InceptionFeatures(weights_path=None)`` (loads the real
+  weights from the path or ``$JAXGAN_INCEPTION_WEIGHTS``; raises
+  ``FileNotFoundError`` if absent) or ``InceptionFeatures.random(key)``.
 
-    Args:
-      weights_path: local weight file (see module docstring).
-      variables: already-loaded variables (overrides ``weights_path``).
-      resize_to: input resize; 299 for FID.  Smaller values are for tests only.
-      input_scaling: 'torch' (pytorch-fid, default) or 'tf' (TF graph).
-    """
+  Args:
+    weights_path: local weight file (see module docstring).
+    variables: already-loaded variables (overrides ``weights_path``).
+    resize_to: input resize; 299 for FID.  Smaller values are for tests only.
+    input_scaling: 'torch' (pytorch-fid, default) or 'tf' (TF graph).
+  """
 
-    def __init__(
-        self,
-        weights_path: Optional[Union[str, os.PathLike]] = None,
-        *,
-        variables: Optional[Mapping[str, Any]] = None,
-        resize_to: int = FID_RESIZE,
-        input_scaling: str = "torch",
-        precision: Any = jax.lax.Precision.HIGHEST,
-    ) -> None:
-        if resize_to < 75:
-            raise ValueError("InceptionV3 needs resize_to >= 75")
-        self.variables = variables if variables is not None else load_inception_weights(weights_path)
-        self.resize_to = int(resize_to)
-        self.input_scaling = input_scaling
-        suffix = "" if resize_to == FID_RESIZE else f"_{resize_to}px"
-        self.name = f"inception_v3_fid_pool3{suffix}"
+  def __init__(
+    self,
+    weights_path: Optional[Union[str, os.PathLike]] = None,
+    *,
+    variables: Optional[Mapping[str, Any]] = None,
+    resize_to: int = FID_RESIZE,
+    input_scaling: str = "torch",
+    precision: Any = jax.lax.Precision.HIGHEST,
+  ) -> None:
+    if resize_to < 75:
+      raise ValueError("InceptionV3 needs resize_to >= 75")
+    self.variables = variables if variables is not None else load_inception_weights(weights_path)
+    self.resize_to = int(resize_to)
+    self.input_scaling = input_scaling
+    suffix = "" if resize_to == FID_RESIZE else f"_{resize_to}px"
+    self.name = f"inception_v3_fid_pool3{suffix}"
 
-        self._forward = _forward_fn(self.resize_to, input_scaling, precision)
+    self._forward = _forward_fn(self.resize_to, input_scaling, precision)
 
-    @classmethod
-    def random(cls, key: jax.Array, **kwargs: Any) -> "InceptionFeatures":
-        """Same network with random initialisation (for tests; features are meaningless)."""
-        return cls(variables=_random_variables(key), **kwargs)
+  @classmethod
+  def random(cls, key: jax.Array, **kwargs: Any) -> "InceptionFeatures":
+    """Same network with random initialisation (for tests; features are meaningless)."""
+    return cls(variables=_random_variables(key), **kwargs)
 
-    def features_and_logits(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self._forward(self.variables, images)
+  def features_and_logits(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return self._forward(self.variables, images)
 
-    def __call__(self, images: jax.Array) -> jax.Array:
-        return self.features_and_logits(images)[0]
+  def __call__(self, images: jax.Array) -> jax.Array:
+    return self.features_and_logits(images)[0]
 
-    def logits(self, images: jax.Array) -> jax.Array:
-        return self.features_and_logits(images)[1]
+  def logits(self, images: jax.Array) -> jax.Array:
+    return self.features_and_logits(images)[1]

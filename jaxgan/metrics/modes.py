@@ -26,12 +26,18 @@ class ModeMetrics:
   reverse_kl: float
 
   def as_dict(self) -> dict:
-    return {"modes_captured": self.modes_captured, "num_modes": self.num_modes,
-            "high_quality_percent": 100.0 * self.high_quality_fraction, "reverse_kl": self.reverse_kl}
+    return {
+      "modes_captured": self.modes_captured,
+      "num_modes": self.num_modes,
+      "high_quality_percent": 100.0 * self.high_quality_fraction,
+      "reverse_kl": self.reverse_kl,
+    }
 
   def __str__(self) -> str:
-    return (f"modes {self.modes_captured}/{self.num_modes}, high quality "
-            f"{100 * self.high_quality_fraction:.1f}%, reverse KL {self.reverse_kl:.4f}")
+    return (
+      f"modes {self.modes_captured}/{self.num_modes}, high quality "
+      f"{100 * self.high_quality_fraction:.1f}%, reverse KL {self.reverse_kl:.4f}"
+    )
 
 
 def mode_metrics(samples: np.ndarray, means: np.ndarray, std: float, threshold_stds: float = 3.0) -> ModeMetrics:

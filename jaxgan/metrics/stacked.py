@@ -80,8 +80,9 @@ def stacked_mode_count(logits_fn: LogitsFn, images, num_classes: int = 10, batch
   """
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[-1] != _NUM_CHANNELS or len(images) == 0:
-    raise _data_error(f"stacked mode count needs a non-empty batch of RGB images (N, H, W, 3), "
-                      f"got shape {images.shape}")
+    raise _data_error(
+      f"stacked mode count needs a non-empty batch of RGB images (N, H, W, 3), got shape {images.shape}"
+    )
   if num_classes < 1:
     raise _data_error(f"stacked mode count: num_classes must be >= 1, got {num_classes}")
   n = len(images)
@@ -89,10 +90,11 @@ def stacked_mode_count(logits_fn: LogitsFn, images, num_classes: int = 10, batch
   channels = np.moveaxis(images, -1, 0)[..., None].reshape((_NUM_CHANNELS * n,) + images.shape[1:3] + (1,))
   digits = predict(logits_fn, channels, batch_size).astype(np.int64).reshape(_NUM_CHANNELS, n)
   if digits.min() < 0 or digits.max() >= num_classes:
-    raise _data_error(f"stacked mode count: the classifier predicts class {int(digits.max())} but "
-                      f"num_classes={num_classes}")
+    raise _data_error(
+      f"stacked mode count: the classifier predicts class {int(digits.max())} but num_classes={num_classes}"
+    )
   modes = (digits[0] * num_classes + digits[1]) * num_classes + digits[2]
-  num_modes = num_classes ** _NUM_CHANNELS
+  num_modes = num_classes**_NUM_CHANNELS
   counts = np.bincount(modes, minlength=num_modes).astype(np.float64)
   p_hat = counts / n
   nz = p_hat > 0

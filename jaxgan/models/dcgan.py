@@ -33,37 +33,37 @@ import jax
 import jax.numpy as jnp
 
 from jaxgan.models.layers import (
-    TinyMixin,
-    dcgan_bn_scale_init,
-    dcgan_init,
-    dropout,
-    keras_dense_init,
-    radford_base_size,
-    upsample_nearest,
+  TinyMixin,
+  dcgan_bn_scale_init,
+  dcgan_init,
+  dropout,
+  keras_dense_init,
+  radford_base_size,
+  upsample_nearest,
 )
 
 __all__ = [
-    "MnistDCGANGenerator",
-    "MnistDCGANDiscriminator",
-    "DCGANGenerator",
-    "DCGANDiscriminator",
-    "radford_num_stages",
-    "radford_discriminator_trunk",
-    "GENERATORS",
-    "DISCRIMINATORS",
+  "MnistDCGANGenerator",
+  "MnistDCGANDiscriminator",
+  "DCGANGenerator",
+  "DCGANDiscriminator",
+  "radford_num_stages",
+  "radford_discriminator_trunk",
+  "GENERATORS",
+  "DISCRIMINATORS",
 ]
 
 
 def _batch_norm(train: bool, dtype, param_dtype, name: str, scale_init=nn.initializers.ones):
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        scale_init=scale_init,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        name=name,
-    )
+  return nn.BatchNorm(
+    use_running_average=not train,
+    momentum=0.9,
+    epsilon=1e-5,
+    scale_init=scale_init,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    name=name,
+  )
 
 
 # --------------------------------------------------------------------------
@@ -72,115 +72,120 @@ def _batch_norm(train: bool, dtype, param_dtype, name: str, scale_init=nn.initia
 
 
 class MnistDCGANGenerator(TinyMixin, nn.Module):
-    """Generator of the seed tutorial's Keras MNIST "DCGAN" (000_*.txt).
+  """Generator of the seed tutorial's Keras MNIST "DCGAN" (000_*.txt).
 
-    Transcribes the Keras ``Sequential`` generator (with ``b = image_size // 4``;
-    ``b = 7`` for MNIST)::
+  Transcribes the Keras ``Sequential`` generator (with ``b = image_size // 4``;
+  ``b = 7`` for MNIST)::
 
-        Dense(hidden=512) -> LeakyReLU(0.2)
-        Dense(base_channels * b * b) -> LeakyReLU(0.2) -> BatchNorm
-        Reshape(b, b, base_channels)
-        UpSampling2D(2, nearest) -> Conv2D(mid_channels, 5x5, same) -> tanh
-        UpSampling2D(2, nearest) -> Conv2D(channels, 5x5, same) -> tanh
+      Dense(hidden=512) -> LeakyReLU(0.2)
+      Dense(base_channels * b * b) -> LeakyReLU(0.2) -> BatchNorm
+      Reshape(b, b, base_channels)
+      UpSampling2D(2, nearest) -> Conv2D(mid_channels, 5x5, same) -> tanh
+      UpSampling2D(2, nearest) -> Conv2D(channels, 5x5, same) -> tanh
 
-    The seed listing applies tanh after *both* convolutions; this is kept.
-    Kernels use Keras' default Glorot-uniform initialiser, biases zero.
-    It is a simplified relative of the DCGAN of Radford et al. (2015),
-    "Unsupervised Representation Learning with Deep Convolutional Generative
-    Adversarial Networks" (up-sampling + convolution instead of transposed
-    convolutions, and a dense projection).
+  The seed listing applies tanh after *both* convolutions; this is kept.
+  Kernels use Keras' default Glorot-uniform initialiser, biases zero.
+  It is a simplified relative of the DCGAN of Radford et al. (2015),
+  "Unsupervised Representation Learning with Deep Convolutional Generative
+  Adversarial Networks" (up-sampling + convolution instead of transposed
+  convolutions, and a dense projection).
 
-    Attributes:
-      image_size: output height = width; must be a multiple of 4 (28 or 8).
-      channels: output channels (1).
-      hidden: width of the first dense layer (512).
-      base_channels: channels of the reshaped projection (128).
-      mid_channels: channels of the first 5x5 convolution (64).
-      negative_slope: LeakyReLU slope (0.2).
-    """
+  Attributes:
+    image_size: output height = width; must be a multiple of 4 (28 or 8).
+    channels: output channels (1).
+    hidden: width of the first dense layer (512).
+    base_channels: channels of the reshaped projection (128).
+    mid_channels: channels of the first 5x5 convolution (64).
+    negative_slope: LeakyReLU slope (0.2).
+  """
 
-    image_size: int = 28
-    channels: int = 1
-    hidden: int = 512
-    base_channels: int = 128
-    mid_channels: int = 64
-    negative_slope: float = 0.2
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  image_size: int = 28
+  channels: int = 1
+  hidden: int = 512
+  base_channels: int = 128
+  mid_channels: int = 64
+  negative_slope: float = 0.2
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    is_conditional: ClassVar[bool] = False
-    _tiny_config: ClassVar[dict] = {"image_size": 8, "hidden": 16, "base_channels": 4, "mid_channels": 4}
+  is_conditional: ClassVar[bool] = False
+  _tiny_config: ClassVar[dict] = {"image_size": 8, "hidden": 16, "base_channels": 4, "mid_channels": 4}
 
-    @nn.compact
-    def __call__(self, z, labels=None, *, train: bool = True):
-        del labels
-        if self.image_size % 4 != 0:
-            raise ValueError(f"image_size must be a multiple of 4, got {self.image_size}")
-        b = self.image_size // 4
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=keras_dense_init)
-        h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
-        h = nn.leaky_relu(nn.Dense(self.hidden, name="fc1", **kw)(h), self.negative_slope)
-        h = nn.leaky_relu(nn.Dense(self.base_channels * b * b, name="fc2", **kw)(h), self.negative_slope)
-        h = _batch_norm(train, self.dtype, self.param_dtype, "bn")(h)
-        h = h.reshape(h.shape[0], b, b, self.base_channels)
-        h = upsample_nearest(h, 2)
-        h = jnp.tanh(nn.Conv(self.mid_channels, (5, 5), padding="SAME", name="conv1", **kw)(h))
-        h = upsample_nearest(h, 2)
-        h = jnp.tanh(nn.Conv(self.channels, (5, 5), padding="SAME", name="conv2", **kw)(h))
-        return h.astype(jnp.float32)
+  @nn.compact
+  def __call__(self, z, labels=None, *, train: bool = True):
+    del labels
+    if self.image_size % 4 != 0:
+      raise ValueError(f"image_size must be a multiple of 4, got {self.image_size}")
+    b = self.image_size // 4
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=keras_dense_init)
+    h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
+    h = nn.leaky_relu(nn.Dense(self.hidden, name="fc1", **kw)(h), self.negative_slope)
+    h = nn.leaky_relu(nn.Dense(self.base_channels * b * b, name="fc2", **kw)(h), self.negative_slope)
+    h = _batch_norm(train, self.dtype, self.param_dtype, "bn")(h)
+    h = h.reshape(h.shape[0], b, b, self.base_channels)
+    h = upsample_nearest(h, 2)
+    h = jnp.tanh(nn.Conv(self.mid_channels, (5, 5), padding="SAME", name="conv1", **kw)(h))
+    h = upsample_nearest(h, 2)
+    h = jnp.tanh(nn.Conv(self.channels, (5, 5), padding="SAME", name="conv2", **kw)(h))
+    return h.astype(jnp.float32)
 
 
 class MnistDCGANDiscriminator(TinyMixin, nn.Module):
-    """Discriminator of the seed tutorial's Keras MNIST "DCGAN" (000_*.txt).
+  """Discriminator of the seed tutorial's Keras MNIST "DCGAN" (000_*.txt).
 
-    Transcribes the Keras ``Sequential`` discriminator::
+  Transcribes the Keras ``Sequential`` discriminator::
 
-        Conv2D(256, 5x5, same, init N(0, 0.02)) -> LeakyReLU(0.2) -> MaxPool(2) -> Dropout(0.3)
-        Conv2D(512, 5x5, same) -> LeakyReLU(0.2) -> MaxPool(2) -> Dropout(0.3)
-        Flatten -> Dense(256) -> LeakyReLU(0.2) -> Dropout(0.3)
-        Dense(1)
+      Conv2D(256, 5x5, same, init N(0, 0.02)) -> LeakyReLU(0.2) -> MaxPool(2) -> Dropout(0.3)
+      Conv2D(512, 5x5, same) -> LeakyReLU(0.2) -> MaxPool(2) -> Dropout(0.3)
+      Flatten -> Dense(256) -> LeakyReLU(0.2) -> Dropout(0.3)
+      Dense(1)
 
-    The final sigmoid of the listing is left to the loss: the module returns
-    the raw logit, shape (B,). Only the first convolution uses the N(0, 0.02)
-    initialiser, as in the listing; the rest use Keras' Glorot-uniform default.
-    Input height and width must be divisible by 4 (28 -> 14 -> 7, 8 -> 4 -> 2).
+  The final sigmoid of the listing is left to the loss: the module returns
+  the raw logit, shape (B,). Only the first convolution uses the N(0, 0.02)
+  initialiser, as in the listing; the rest use Keras' Glorot-uniform default.
+  Input height and width must be divisible by 4 (28 -> 14 -> 7, 8 -> 4 -> 2).
 
-    Attributes:
-      conv_channels: channels of the two 5x5 convolutions ((256, 512)).
-      hidden: width of the dense hidden layer (256).
-      dropout: dropout rate (0.3).
-      negative_slope: LeakyReLU slope (0.2).
-    """
+  Attributes:
+    conv_channels: channels of the two 5x5 convolutions ((256, 512)).
+    hidden: width of the dense hidden layer (256).
+    dropout: dropout rate (0.3).
+    negative_slope: LeakyReLU slope (0.2).
+  """
 
-    conv_channels: Sequence[int] = (256, 512)
-    hidden: int = 256
-    dropout: float = 0.3
-    negative_slope: float = 0.2
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  conv_channels: Sequence[int] = (256, 512)
+  hidden: int = 256
+  dropout: float = 0.3
+  negative_slope: float = 0.2
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    is_conditional: ClassVar[bool] = False
-    _tiny_config: ClassVar[dict] = {"conv_channels": (4, 4), "hidden": 16}
+  is_conditional: ClassVar[bool] = False
+  _tiny_config: ClassVar[dict] = {"conv_channels": (4, 4), "hidden": 16}
 
-    @nn.compact
-    def __call__(self, x, labels=None, *, train: bool = True):
-        del labels
-        h = jnp.asarray(x, self.dtype)
-        for i, ch in enumerate(self.conv_channels):
-            init = dcgan_init if i == 0 else keras_dense_init
-            h = nn.Conv(
-                ch, (5, 5), padding="SAME", kernel_init=init,
-                dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i + 1}",
-            )(h)
-            h = nn.leaky_relu(h, self.negative_slope)
-            h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="VALID")
-            h = dropout(h, self.dropout, deterministic=not train)
-        h = h.reshape(h.shape[0], -1)
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=keras_dense_init)
-        h = nn.leaky_relu(nn.Dense(self.hidden, name="fc", **kw)(h), self.negative_slope)
-        h = dropout(h, self.dropout, deterministic=not train)
-        logit = nn.Dense(1, name="out", **kw)(h)
-        return logit[:, 0].astype(jnp.float32)
+  @nn.compact
+  def __call__(self, x, labels=None, *, train: bool = True):
+    del labels
+    h = jnp.asarray(x, self.dtype)
+    for i, ch in enumerate(self.conv_channels):
+      init = dcgan_init if i == 0 else keras_dense_init
+      h = nn.Conv(
+        ch,
+        (5, 5),
+        padding="SAME",
+        kernel_init=init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f"conv{i + 1}",
+      )(h)
+      h = nn.leaky_relu(h, self.negative_slope)
+      h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="VALID")
+      h = dropout(h, self.dropout, deterministic=not train)
+    h = h.reshape(h.shape[0], -1)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=keras_dense_init)
+    h = nn.leaky_relu(nn.Dense(self.hidden, name="fc", **kw)(h), self.negative_slope)
+    h = dropout(h, self.dropout, deterministic=not train)
+    logit = nn.Dense(1, name="out", **kw)(h)
+    return logit[:, 0].astype(jnp.float32)
 
 
 # --------------------------------------------------------------------------
@@ -189,181 +194,208 @@ class MnistDCGANDiscriminator(TinyMixin, nn.Module):
 
 
 def radford_num_stages(image_size: int, base_size: Optional[int] = None) -> tuple[int, int]:
-    """Return ``(base, n)``: base resolution and number of stride-2 stages.
+  """Return ``(base, n)``: base resolution and number of stride-2 stages.
 
-    ``image_size == base * 2**n``. ``base`` defaults to
-    :func:`jaxgan.models.layers.radford_base_size` (64 -> 4, 32 -> 4, 28 -> 7, 8 -> 2).
-    """
-    base = radford_base_size(image_size) if base_size is None else int(base_size)
-    n, size = 0, image_size
-    while size > base:
-        if size % 2:
-            break
-        size //= 2
-        n += 1
-    if size != base or n < 1:
-        raise ValueError(f"image_size {image_size} is not base_size {base} times a power of two (>= 2x)")
-    return base, n
+  ``image_size == base * 2**n``. ``base`` defaults to
+  :func:`jaxgan.models.layers.radford_base_size` (64 -> 4, 32 -> 4, 28 -> 7, 8 -> 2).
+  """
+  base = radford_base_size(image_size) if base_size is None else int(base_size)
+  n, size = 0, image_size
+  while size > base:
+    if size % 2:
+      break
+    size //= 2
+    n += 1
+  if size != base or n < 1:
+    raise ValueError(f"image_size {image_size} is not base_size {base} times a power of two (>= 2x)")
+  return base, n
 
 
 def radford_discriminator_trunk(
-    module: nn.Module,
-    x: jax.Array,
-    *,
-    train: bool,
-    width: int,
-    num_stages: int,
-    negative_slope: float = 0.2,
-    use_batchnorm: bool = True,
+  module: nn.Module,
+  x: jax.Array,
+  *,
+  train: bool,
+  width: int,
+  num_stages: int,
+  negative_slope: float = 0.2,
+  use_batchnorm: bool = True,
 ) -> jax.Array:
-    """Convolutional trunk of the Radford DCGAN discriminator.
+  """Convolutional trunk of the Radford DCGAN discriminator.
 
-    Must be called inside a compact method of ``module`` (its ``dtype`` and
-    ``param_dtype`` are used; layers are named ``conv{i}`` / ``bn{i}`` in it).
-    Stage ``i`` (1-based) is a 4x4 stride-2 'SAME' convolution with
-    ``width * 2**(i-1)`` channels, BatchNorm (all but the first stage; with
-    ``use_batchnorm=False`` none, and every convolution gets a bias instead) and
-    LeakyReLU(negative_slope). Returns the final feature map
-    ``(B, base, base, width * 2**(num_stages-1))``.
-    """
-    h = jnp.asarray(x, module.dtype)
-    for i in range(1, num_stages + 1):
-        normalised = use_batchnorm and i > 1
-        h = nn.Conv(
-            width * 2 ** (i - 1), (4, 4), strides=(2, 2), padding="SAME",
-            use_bias=not normalised, kernel_init=dcgan_init,
-            dtype=module.dtype, param_dtype=module.param_dtype, name=f"conv{i}",
-        )(h)
-        if normalised:
-            h = _batch_norm(train, module.dtype, module.param_dtype, f"bn{i}", dcgan_bn_scale_init())(h)
-        h = nn.leaky_relu(h, negative_slope)
-    return h
+  Must be called inside a compact method of ``module`` (its ``dtype`` and
+  ``param_dtype`` are used; layers are named ``conv{i}`` / ``bn{i}`` in it).
+  Stage ``i`` (1-based) is a 4x4 stride-2 'SAME' convolution with
+  ``width * 2**(i-1)`` channels, BatchNorm (all but the first stage; with
+  ``use_batchnorm=False`` none, and every convolution gets a bias instead) and
+  LeakyReLU(negative_slope). Returns the final feature map
+  ``(B, base, base, width * 2**(num_stages-1))``.
+  """
+  h = jnp.asarray(x, module.dtype)
+  for i in range(1, num_stages + 1):
+    normalised = use_batchnorm and i > 1
+    h = nn.Conv(
+      width * 2 ** (i - 1),
+      (4, 4),
+      strides=(2, 2),
+      padding="SAME",
+      use_bias=not normalised,
+      kernel_init=dcgan_init,
+      dtype=module.dtype,
+      param_dtype=module.param_dtype,
+      name=f"conv{i}",
+    )(h)
+    if normalised:
+      h = _batch_norm(train, module.dtype, module.param_dtype, f"bn{i}", dcgan_bn_scale_init())(h)
+    h = nn.leaky_relu(h, negative_slope)
+  return h
 
 
 class DCGANGenerator(TinyMixin, nn.Module):
-    """DCGAN generator of Radford, Metz & Chintala (2015), "Unsupervised
-    Representation Learning with Deep Convolutional Generative Adversarial
-    Networks", ICLR 2016.
+  """DCGAN generator of Radford, Metz & Chintala (2015), "Unsupervised
+  Representation Learning with Deep Convolutional Generative Adversarial
+  Networks", ICLR 2016.
 
-    Architecture (``image_size = base * 2**n``, e.g. 64 = 4 * 2**4)::
+  Architecture (``image_size = base * 2**n``, e.g. 64 = 4 * 2**4)::
 
-        z -> Dense(base*base*width*2**(n-1)) -> reshape -> BatchNorm -> ReLU   # the projection
-        for k = 1 .. n-1:
-            ConvTranspose(width*2**(n-1-k), 4x4, stride 2) -> BatchNorm -> ReLU
-        ConvTranspose(channels, 4x4, stride 2) -> tanh
+      z -> Dense(base*base*width*2**(n-1)) -> reshape -> BatchNorm -> ReLU   # the projection
+      for k = 1 .. n-1:
+          ConvTranspose(width*2**(n-1-k), 4x4, stride 2) -> BatchNorm -> ReLU
+      ConvTranspose(channels, 4x4, stride 2) -> tanh
 
-    For 64 px and ``width=64``: 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x64 ->
-    64x64xC. For 28 px: 7x7x128 -> 14x14x64 -> 28x28xC; for 8 px:
-    2x2x128 -> 4x4x64 -> 8x8xC. Following the paper's guidelines: no pooling,
-    fractionally strided convolutions, BatchNorm in all layers but the output,
-    ReLU everywhere but the tanh output, no fully connected layer other than
-    the projection of z. Weights are N(0, 0.02); BatchNorm scales N(1, 0.02);
-    layers followed by BatchNorm have no bias.
+  For 64 px and ``width=64``: 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x64 ->
+  64x64xC. For 28 px: 7x7x128 -> 14x14x64 -> 28x28xC; for 8 px:
+  2x2x128 -> 4x4x64 -> 8x8xC. Following the paper's guidelines: no pooling,
+  fractionally strided convolutions, BatchNorm in all layers but the output,
+  ReLU everywhere but the tanh output, no fully connected layer other than
+  the projection of z. Weights are N(0, 0.02); BatchNorm scales N(1, 0.02);
+  layers followed by BatchNorm have no bias.
 
-    Attributes:
-      image_size: output height = width (8, 28, 32, 64, ...).
-      channels: output channels (1 or 3).
-      width: channels of the last hidden layer; doubled per stage towards z (64).
-      base_size: optional override of the base resolution (default from
-        :func:`jaxgan.models.layers.radford_base_size`).
-    """
+  Attributes:
+    image_size: output height = width (8, 28, 32, 64, ...).
+    channels: output channels (1 or 3).
+    width: channels of the last hidden layer; doubled per stage towards z (64).
+    base_size: optional override of the base resolution (default from
+      :func:`jaxgan.models.layers.radford_base_size`).
+  """
 
-    image_size: int = 64
-    channels: int = 3
-    width: int = 64
-    base_size: Optional[int] = None
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  image_size: int = 64
+  channels: int = 3
+  width: int = 64
+  base_size: Optional[int] = None
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    is_conditional: ClassVar[bool] = False
-    _tiny_config: ClassVar[dict] = {"image_size": 8, "channels": 1, "width": 4}
+  is_conditional: ClassVar[bool] = False
+  _tiny_config: ClassVar[dict] = {"image_size": 8, "channels": 1, "width": 4}
 
-    @nn.compact
-    def __call__(self, z, labels=None, *, train: bool = True):
-        del labels
-        base, n = radford_num_stages(self.image_size, self.base_size)
-        ch0 = self.width * 2 ** (n - 1)
-        h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
-        h = nn.Dense(
-            base * base * ch0, use_bias=False, kernel_init=dcgan_init,
-            dtype=self.dtype, param_dtype=self.param_dtype, name="project",
-        )(h)
-        h = h.reshape(h.shape[0], base, base, ch0)
-        h = nn.relu(_batch_norm(train, self.dtype, self.param_dtype, "bn0", dcgan_bn_scale_init())(h))
-        for k in range(1, n):
-            h = nn.ConvTranspose(
-                self.width * 2 ** (n - 1 - k), (4, 4), strides=(2, 2), padding="SAME",
-                use_bias=False, kernel_init=dcgan_init,
-                dtype=self.dtype, param_dtype=self.param_dtype, name=f"deconv{k}",
-            )(h)
-            h = nn.relu(_batch_norm(train, self.dtype, self.param_dtype, f"bn{k}", dcgan_bn_scale_init())(h))
-        h = nn.ConvTranspose(
-            self.channels, (4, 4), strides=(2, 2), padding="SAME", kernel_init=dcgan_init,
-            dtype=self.dtype, param_dtype=self.param_dtype, name=f"deconv{n}",
-        )(h)
-        return jnp.tanh(h).astype(jnp.float32)
+  @nn.compact
+  def __call__(self, z, labels=None, *, train: bool = True):
+    del labels
+    base, n = radford_num_stages(self.image_size, self.base_size)
+    ch0 = self.width * 2 ** (n - 1)
+    h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
+    h = nn.Dense(
+      base * base * ch0,
+      use_bias=False,
+      kernel_init=dcgan_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="project",
+    )(h)
+    h = h.reshape(h.shape[0], base, base, ch0)
+    h = nn.relu(_batch_norm(train, self.dtype, self.param_dtype, "bn0", dcgan_bn_scale_init())(h))
+    for k in range(1, n):
+      h = nn.ConvTranspose(
+        self.width * 2 ** (n - 1 - k),
+        (4, 4),
+        strides=(2, 2),
+        padding="SAME",
+        use_bias=False,
+        kernel_init=dcgan_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f"deconv{k}",
+      )(h)
+      h = nn.relu(_batch_norm(train, self.dtype, self.param_dtype, f"bn{k}", dcgan_bn_scale_init())(h))
+    h = nn.ConvTranspose(
+      self.channels,
+      (4, 4),
+      strides=(2, 2),
+      padding="SAME",
+      kernel_init=dcgan_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name=f"deconv{n}",
+    )(h)
+    return jnp.tanh(h).astype(jnp.float32)
 
 
 class DCGANDiscriminator(TinyMixin, nn.Module):
-    """DCGAN discriminator of Radford, Metz & Chintala (2015), "Unsupervised
-    Representation Learning with Deep Convolutional Generative Adversarial
-    Networks", ICLR 2016.
+  """DCGAN discriminator of Radford, Metz & Chintala (2015), "Unsupervised
+  Representation Learning with Deep Convolutional Generative Adversarial
+  Networks", ICLR 2016.
 
-    Architecture (``image_size = base * 2**n``)::
+  Architecture (``image_size = base * 2**n``)::
 
-        for i = 1 .. n:
-            Conv(width*2**(i-1), 4x4, stride 2) -> [BatchNorm if i > 1] -> LeakyReLU(0.2)
-        flatten -> Dense(1)                     # the single logit
+      for i = 1 .. n:
+          Conv(width*2**(i-1), 4x4, stride 2) -> [BatchNorm if i > 1] -> LeakyReLU(0.2)
+      flatten -> Dense(1)                     # the single logit
 
-    For 64 px and ``width=64``: 64x64xC -> 32x32x64 -> 16x16x128 -> 8x8x256 ->
-    4x4x512 -> logit. Strided convolutions instead of pooling, BatchNorm on all
-    but the first layer, LeakyReLU everywhere, no fully connected layer other
-    than the final logit (equivalent to a base x base 'VALID' convolution).
-    Weights N(0, 0.02), BatchNorm scales N(1, 0.02). Returns raw logits (B,).
+  For 64 px and ``width=64``: 64x64xC -> 32x32x64 -> 16x16x128 -> 8x8x256 ->
+  4x4x512 -> logit. Strided convolutions instead of pooling, BatchNorm on all
+  but the first layer, LeakyReLU everywhere, no fully connected layer other
+  than the final logit (equivalent to a base x base 'VALID' convolution).
+  Weights N(0, 0.02), BatchNorm scales N(1, 0.02). Returns raw logits (B,).
 
-    Attributes:
-      image_size: input height = width (8, 28, 32, 64, ...).
-      width: channels of the first convolution; doubled per stage (64).
-      base_size: optional override of the base resolution.
-      negative_slope: LeakyReLU slope (0.2).
-      use_batchnorm: False gives the WGAN-GP critic of Gulrajani et al. (2017),
-        Sec. 4: the gradient penalty is defined per sample, so the critic must
-        not mix samples through batch statistics (same shapes and FLOPs minus
-        the normalisation; every convolution then has a bias).
-    """
+  Attributes:
+    image_size: input height = width (8, 28, 32, 64, ...).
+    width: channels of the first convolution; doubled per stage (64).
+    base_size: optional override of the base resolution.
+    negative_slope: LeakyReLU slope (0.2).
+    use_batchnorm: False gives the WGAN-GP critic of Gulrajani et al. (2017),
+      Sec. 4: the gradient penalty is defined per sample, so the critic must
+      not mix samples through batch statistics (same shapes and FLOPs minus
+      the normalisation; every convolution then has a bias).
+  """
 
-    image_size: int = 64
-    width: int = 64
-    base_size: Optional[int] = None
-    negative_slope: float = 0.2
-    use_batchnorm: bool = True
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  image_size: int = 64
+  width: int = 64
+  base_size: Optional[int] = None
+  negative_slope: float = 0.2
+  use_batchnorm: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    is_conditional: ClassVar[bool] = False
-    _tiny_config: ClassVar[dict] = {"image_size": 8, "width": 4}
+  is_conditional: ClassVar[bool] = False
+  _tiny_config: ClassVar[dict] = {"image_size": 8, "width": 4}
 
-    @nn.compact
-    def __call__(self, x, labels=None, *, train: bool = True):
-        del labels
-        if x.shape[1] != self.image_size or x.shape[2] != self.image_size:
-            raise ValueError(f"expected {self.image_size}x{self.image_size} images, got shape {x.shape}")
-        _, n = radford_num_stages(self.image_size, self.base_size)
-        h = radford_discriminator_trunk(
-            self, x, train=train, width=self.width, num_stages=n, negative_slope=self.negative_slope,
-            use_batchnorm=self.use_batchnorm,
-        )
-        h = h.reshape(h.shape[0], -1)
-        logit = nn.Dense(1, kernel_init=dcgan_init, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-        return logit[:, 0].astype(jnp.float32)
+  @nn.compact
+  def __call__(self, x, labels=None, *, train: bool = True):
+    del labels
+    if x.shape[1] != self.image_size or x.shape[2] != self.image_size:
+      raise ValueError(f"expected {self.image_size}x{self.image_size} images, got shape {x.shape}")
+    _, n = radford_num_stages(self.image_size, self.base_size)
+    h = radford_discriminator_trunk(
+      self,
+      x,
+      train=train,
+      width=self.width,
+      num_stages=n,
+      negative_slope=self.negative_slope,
+      use_batchnorm=self.use_batchnorm,
+    )
+    h = h.reshape(h.shape[0], -1)
+    logit = nn.Dense(1, kernel_init=dcgan_init, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
+    return logit[:, 0].astype(jnp.float32)
 
 
 GENERATORS = {
-    "dcgan_mnist": MnistDCGANGenerator,
-    "dcgan": DCGANGenerator,
+  "dcgan_mnist": MnistDCGANGenerator,
+  "dcgan": DCGANGenerator,
 }
 
 DISCRIMINATORS = {
-    "dcgan_mnist": MnistDCGANDiscriminator,
-    "dcgan": DCGANDiscriminator,
+  "dcgan_mnist": MnistDCGANDiscriminator,
+  "dcgan": DCGANDiscriminator,
 }

@@ -32,200 +32,198 @@ import jax.numpy as jnp
 from jaxgan.models.layers import Maxout, TinyMixin, num_elements
 
 __all__ = [
-    "MLPGenerator",
-    "MLPDiscriminator",
-    "MaxoutDiscriminator",
-    "ToyGenerator",
-    "ToyCritic",
-    "GENERATORS",
-    "DISCRIMINATORS",
+  "MLPGenerator",
+  "MLPDiscriminator",
+  "MaxoutDiscriminator",
+  "ToyGenerator",
+  "ToyCritic",
+  "GENERATORS",
+  "DISCRIMINATORS",
 ]
 
 
 class MLPGenerator(TinyMixin, nn.Module):
-    """MLP generator of Goodfellow et al. (2014), "Generative Adversarial Nets", NeurIPS.
+  """MLP generator of Goodfellow et al. (2014), "Generative Adversarial Nets", NeurIPS.
 
-    Architecture: ``z -> [Dense(h) -> ReLU] for h in hidden -> Dense(prod(image_shape))
-    -> tanh -> reshape(image_shape)``. The paper's MNIST generator has two
-    rectifier hidden layers of 1200 units (its sigmoid output is replaced by
-    tanh here, matching data scaled to [-1, 1]).
+  Architecture: ``z -> [Dense(h) -> ReLU] for h in hidden -> Dense(prod(image_shape))
+  -> tanh -> reshape(image_shape)``. The paper's MNIST generator has two
+  rectifier hidden layers of 1200 units (its sigmoid output is replaced by
+  tanh here, matching data scaled to [-1, 1]).
 
-    Attributes:
-      image_shape: output shape per sample, e.g. ``(28, 28, 1)`` or ``(8, 8, 1)``.
-      hidden: widths of the ReLU hidden layers.
-    """
+  Attributes:
+    image_shape: output shape per sample, e.g. ``(28, 28, 1)`` or ``(8, 8, 1)``.
+    hidden: widths of the ReLU hidden layers.
+  """
 
-    image_shape: Sequence[int] = (28, 28, 1)
-    hidden: Sequence[int] = (1200, 1200)
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  image_shape: Sequence[int] = (28, 28, 1)
+  hidden: Sequence[int] = (1200, 1200)
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    is_conditional: ClassVar[bool] = False
-    _tiny_config: ClassVar[dict] = {"image_shape": (8, 8, 1), "hidden": (16, 16)}
+  is_conditional: ClassVar[bool] = False
+  _tiny_config: ClassVar[dict] = {"image_shape": (8, 8, 1), "hidden": (16, 16)}
 
-    @nn.compact
-    def __call__(self, z, labels=None, *, train: bool = True):
-        del labels, train
-        h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
-        for i, width in enumerate(self.hidden):
-            h = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h)
-            h = nn.relu(h)
-        h = nn.Dense(
-            num_elements(self.image_shape), dtype=self.dtype, param_dtype=self.param_dtype, name="out"
-        )(h)
-        x = jnp.tanh(h).reshape((z.shape[0],) + tuple(self.image_shape))
-        return x.astype(jnp.float32)
+  @nn.compact
+  def __call__(self, z, labels=None, *, train: bool = True):
+    del labels, train
+    h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
+    for i, width in enumerate(self.hidden):
+      h = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h)
+      h = nn.relu(h)
+    h = nn.Dense(num_elements(self.image_shape), dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
+    x = jnp.tanh(h).reshape((z.shape[0],) + tuple(self.image_shape))
+    return x.astype(jnp.float32)
 
 
 class MLPDiscriminator(TinyMixin, nn.Module):
-    """MLP discriminator with LeakyReLU hidden layers (Goodfellow et al., 2014, MLP GAN).
+  """MLP discriminator with LeakyReLU hidden layers (Goodfellow et al., 2014, MLP GAN).
 
-    Architecture: ``flatten(x) -> [Dense(h) -> LeakyReLU(negative_slope) ->
-    Dropout(dropout)] for h in hidden -> Dense(1)``; returns the raw logit, shape (B,).
+  Architecture: ``flatten(x) -> [Dense(h) -> LeakyReLU(negative_slope) ->
+  Dropout(dropout)] for h in hidden -> Dense(1)``; returns the raw logit, shape (B,).
 
-    Attributes:
-      hidden: widths of the hidden layers.
-      negative_slope: LeakyReLU slope (0.2).
-      dropout: dropout rate after every hidden layer (0 disables it).
-    """
+  Attributes:
+    hidden: widths of the hidden layers.
+    negative_slope: LeakyReLU slope (0.2).
+    dropout: dropout rate after every hidden layer (0 disables it).
+  """
 
-    hidden: Sequence[int] = (512, 256)
-    negative_slope: float = 0.2
-    dropout: float = 0.0
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  hidden: Sequence[int] = (512, 256)
+  negative_slope: float = 0.2
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    is_conditional: ClassVar[bool] = False
-    _tiny_config: ClassVar[dict] = {"hidden": (16, 16), "dropout": 0.3}
+  is_conditional: ClassVar[bool] = False
+  _tiny_config: ClassVar[dict] = {"hidden": (16, 16), "dropout": 0.3}
 
-    @nn.compact
-    def __call__(self, x, labels=None, *, train: bool = True):
-        del labels
-        h = jnp.asarray(x, self.dtype).reshape(x.shape[0], -1)
-        for i, width in enumerate(self.hidden):
-            h = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h)
-            h = nn.leaky_relu(h, self.negative_slope)
-            if self.dropout > 0:
-                h = nn.Dropout(self.dropout)(h, deterministic=not train)
-        logit = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-        return logit[:, 0].astype(jnp.float32)
+  @nn.compact
+  def __call__(self, x, labels=None, *, train: bool = True):
+    del labels
+    h = jnp.asarray(x, self.dtype).reshape(x.shape[0], -1)
+    for i, width in enumerate(self.hidden):
+      h = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h)
+      h = nn.leaky_relu(h, self.negative_slope)
+      if self.dropout > 0:
+        h = nn.Dropout(self.dropout)(h, deterministic=not train)
+    logit = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
+    return logit[:, 0].astype(jnp.float32)
 
 
 class MaxoutDiscriminator(TinyMixin, nn.Module):
-    """Maxout discriminator of Goodfellow et al. (2014), "Generative Adversarial Nets".
+  """Maxout discriminator of Goodfellow et al. (2014), "Generative Adversarial Nets".
 
-    The paper's discriminator "used maxout activations" and "dropout was
-    applied in training the discriminator net". Its MNIST network has two
-    maxout layers of 240 units with 5 pieces each, dropout with keep
-    probability 0.8 on the input and 0.5 on the hidden layers, and a single
-    sigmoid output unit. Architecture:
+  The paper's discriminator "used maxout activations" and "dropout was
+  applied in training the discriminator net". Its MNIST network has two
+  maxout layers of 240 units with 5 pieces each, dropout with keep
+  probability 0.8 on the input and 0.5 on the hidden layers, and a single
+  sigmoid output unit. Architecture:
 
-    ``flatten(x) -> Dropout(input_dropout) -> [Maxout(u, pieces) -> Dropout(dropout)]
-    for u in units -> Dense(1)``; returns the raw logit, shape (B,).
+  ``flatten(x) -> Dropout(input_dropout) -> [Maxout(u, pieces) -> Dropout(dropout)]
+  for u in units -> Dense(1)``; returns the raw logit, shape (B,).
 
-    Attributes:
-      units: number of maxout units per hidden layer.
-      num_pieces: linear pieces per maxout unit.
-      input_dropout: dropout rate on the input.
-      dropout: dropout rate after each maxout layer.
-    """
+  Attributes:
+    units: number of maxout units per hidden layer.
+    num_pieces: linear pieces per maxout unit.
+    input_dropout: dropout rate on the input.
+    dropout: dropout rate after each maxout layer.
+  """
 
-    units: Sequence[int] = (240, 240)
-    num_pieces: int = 5
-    input_dropout: float = 0.2
-    dropout: float = 0.5
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  units: Sequence[int] = (240, 240)
+  num_pieces: int = 5
+  input_dropout: float = 0.2
+  dropout: float = 0.5
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    is_conditional: ClassVar[bool] = False
-    _tiny_config: ClassVar[dict] = {"units": (8, 8), "num_pieces": 2}
+  is_conditional: ClassVar[bool] = False
+  _tiny_config: ClassVar[dict] = {"units": (8, 8), "num_pieces": 2}
 
-    @nn.compact
-    def __call__(self, x, labels=None, *, train: bool = True):
-        del labels
-        h = jnp.asarray(x, self.dtype).reshape(x.shape[0], -1)
-        if self.input_dropout > 0:
-            h = nn.Dropout(self.input_dropout)(h, deterministic=not train)
-        for i, u in enumerate(self.units):
-            h = Maxout(u, self.num_pieces, dtype=self.dtype, param_dtype=self.param_dtype, name=f"maxout{i}")(h)
-            if self.dropout > 0:
-                h = nn.Dropout(self.dropout)(h, deterministic=not train)
-        logit = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-        return logit[:, 0].astype(jnp.float32)
+  @nn.compact
+  def __call__(self, x, labels=None, *, train: bool = True):
+    del labels
+    h = jnp.asarray(x, self.dtype).reshape(x.shape[0], -1)
+    if self.input_dropout > 0:
+      h = nn.Dropout(self.input_dropout)(h, deterministic=not train)
+    for i, u in enumerate(self.units):
+      h = Maxout(u, self.num_pieces, dtype=self.dtype, param_dtype=self.param_dtype, name=f"maxout{i}")(h)
+      if self.dropout > 0:
+        h = nn.Dropout(self.dropout)(h, deterministic=not train)
+    logit = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
+    return logit[:, 0].astype(jnp.float32)
 
 
 class ToyGenerator(TinyMixin, nn.Module):
-    """ReLU MLP generator for low-dimensional toy data (e.g. 2-D Gaussian mixtures).
+  """ReLU MLP generator for low-dimensional toy data (e.g. 2-D Gaussian mixtures).
 
-    Architecture: ``z -> [Dense(hidden) -> ReLU] x depth -> Dense(out_dim)``
-    with a linear output (toy data is not bounded to [-1, 1]); returns shape
-    ``(B, out_dim)``. This is the fully connected generator used for the
-    toy-distribution experiments of the GAN literature, e.g. the 512-unit,
-    3-hidden-layer ReLU MLPs of Gulrajani et al. (2017), "Improved Training of
-    Wasserstein GANs", for WGAN on 2-D mixtures (Arjovsky et al., 2017).
+  Architecture: ``z -> [Dense(hidden) -> ReLU] x depth -> Dense(out_dim)``
+  with a linear output (toy data is not bounded to [-1, 1]); returns shape
+  ``(B, out_dim)``. This is the fully connected generator used for the
+  toy-distribution experiments of the GAN literature, e.g. the 512-unit,
+  3-hidden-layer ReLU MLPs of Gulrajani et al. (2017), "Improved Training of
+  Wasserstein GANs", for WGAN on 2-D mixtures (Arjovsky et al., 2017).
 
-    Attributes:
-      hidden: width of every hidden layer (512).
-      depth: number of hidden layers (3).
-      out_dim: data dimension (2).
-    """
+  Attributes:
+    hidden: width of every hidden layer (512).
+    depth: number of hidden layers (3).
+    out_dim: data dimension (2).
+  """
 
-    hidden: int = 512
-    depth: int = 3
-    out_dim: int = 2
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  hidden: int = 512
+  depth: int = 3
+  out_dim: int = 2
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    is_conditional: ClassVar[bool] = False
-    _tiny_config: ClassVar[dict] = {"hidden": 16, "depth": 2}
+  is_conditional: ClassVar[bool] = False
+  _tiny_config: ClassVar[dict] = {"hidden": 16, "depth": 2}
 
-    @nn.compact
-    def __call__(self, z, labels=None, *, train: bool = True):
-        del labels, train
-        h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
-        for i in range(self.depth):
-            h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h))
-        out = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-        return out.astype(jnp.float32)
+  @nn.compact
+  def __call__(self, z, labels=None, *, train: bool = True):
+    del labels, train
+    h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
+    for i in range(self.depth):
+      h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h))
+    out = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
+    return out.astype(jnp.float32)
 
 
 class ToyCritic(TinyMixin, nn.Module):
-    """ReLU MLP critic / discriminator for low-dimensional toy data.
+  """ReLU MLP critic / discriminator for low-dimensional toy data.
 
-    Architecture: ``x -> [Dense(hidden) -> ReLU] x depth -> Dense(1)``; returns
-    the raw score of shape (B,) -- a WGAN critic value (Arjovsky, Chintala &
-    Bottou, 2017, "Wasserstein GAN") or a GAN logit, depending on the loss.
+  Architecture: ``x -> [Dense(hidden) -> ReLU] x depth -> Dense(1)``; returns
+  the raw score of shape (B,) -- a WGAN critic value (Arjovsky, Chintala &
+  Bottou, 2017, "Wasserstein GAN") or a GAN logit, depending on the loss.
 
-    Attributes:
-      hidden: width of every hidden layer (512).
-      depth: number of hidden layers (3).
-    """
+  Attributes:
+    hidden: width of every hidden layer (512).
+    depth: number of hidden layers (3).
+  """
 
-    hidden: int = 512
-    depth: int = 3
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+  hidden: int = 512
+  depth: int = 3
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
-    is_conditional: ClassVar[bool] = False
-    _tiny_config: ClassVar[dict] = {"hidden": 16, "depth": 2}
+  is_conditional: ClassVar[bool] = False
+  _tiny_config: ClassVar[dict] = {"hidden": 16, "depth": 2}
 
-    @nn.compact
-    def __call__(self, x, labels=None, *, train: bool = True):
-        del labels, train
-        h = jnp.asarray(x, self.dtype).reshape(x.shape[0], -1)
-        for i in range(self.depth):
-            h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h))
-        out = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-        return out[:, 0].astype(jnp.float32)
+  @nn.compact
+  def __call__(self, x, labels=None, *, train: bool = True):
+    del labels, train
+    h = jnp.asarray(x, self.dtype).reshape(x.shape[0], -1)
+    for i in range(self.depth):
+      h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h))
+    out = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
+    return out[:, 0].astype(jnp.float32)
 
 
 GENERATORS = {
-    "mlp": MLPGenerator,
-    "toy_mlp": ToyGenerator,
+  "mlp": MLPGenerator,
+  "toy_mlp": ToyGenerator,
 }
 
 DISCRIMINATORS = {
-    "mlp": MLPDiscriminator,
-    "mlp_maxout": MaxoutDiscriminator,
-    "toy_mlp": ToyCritic,
+  "mlp": MLPDiscriminator,
+  "mlp_maxout": MaxoutDiscriminator,
+  "toy_mlp": ToyCritic,
 }
