@@ -34,7 +34,8 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 MODELS = ("dcgan", "wgan_gp")
 SEED_MODELS = ("dcgan", "toy_wgan_gp")

@@ -59,7 +59,7 @@ from jaxgan.models.mlp import ToyCritic, ToyGenerator  # noqa: E402
 from jaxgan.state import create_gan_state  # noqa: E402
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build(case: bc.Case):
   """(step config, create_gan_state kwargs) for ``case``; the modules follow its precision policy.
 

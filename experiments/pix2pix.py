@@ -204,7 +204,7 @@ def main(argv):
     results.update(eval_split=FLAGS.eval_split, num_eval=len(a))
     for mode in ("eval", "paper"):
       run = translate_fn(mode)
-      out = i2i_common.batched(lambda x: run(state, x), a, FLAGS.eval_batch)
+      out = i2i_common.batched(lambda x, run=run: run(state, x), a, FLAGS.eval_batch)
       results[f"l1_model_{mode}"] = float(np.mean(np.abs(out - b)))
     results["l1_identity"] = float(np.mean(np.abs(a - b))) if a.shape == b.shape else None
   with open(os.path.join(workdir, "eval_metrics.json"), "w") as f:

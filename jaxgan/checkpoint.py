@@ -45,7 +45,8 @@ import logging as logging_std
 import os
 import shutil
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging as logging_std
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from absl import app, flags, logging
 

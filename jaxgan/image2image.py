@@ -99,7 +99,7 @@ def random_jitter(key: Array, images: Array, jitter_size: int, flip: bool, metho
     ky, kx = jax.random.split(crop_key)
     top = jax.random.randint(ky, (b,), 0, jitter_size - h + 1)
     left = jax.random.randint(kx, (b,), 0, jitter_size - w + 1)
-    images = jax.vmap(lambda im, t, l: jax.lax.dynamic_slice(im, (t, l, 0), (h, w, c)))(big, top, left)
+    images = jax.vmap(lambda im, t, left_: jax.lax.dynamic_slice(im, (t, left_, 0), (h, w, c)))(big, top, left)
   if flip:
     mirror = jax.random.bernoulli(flip_key, 0.5, (b,))
     images = jnp.where(mirror[:, None, None, None], images[:, :, ::-1], images)
@@ -323,7 +323,7 @@ class ImagePool(flax.struct.PyTreeNode):
   count: Array
 
   @classmethod
-  def create(cls, pool_size: int, image_shape: tuple[int, ...]) -> "ImagePool":
+  def create(cls, pool_size: int, image_shape: tuple[int, ...]) -> ImagePool:
     return cls(images=jnp.zeros((pool_size,) + tuple(image_shape), jnp.float32), count=jnp.zeros((), jnp.int32))
 
   @property

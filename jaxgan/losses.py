@@ -13,7 +13,7 @@ batch. Outputs of any shape are averaged over all elements, so a PatchGAN's
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

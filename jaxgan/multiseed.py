@@ -30,7 +30,8 @@ Equal?") comes for the price of about one run.
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -8,7 +8,8 @@ optimiser, as in the WGAN paper's RMSProp + clip loop.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -66,15 +66,15 @@ def crashed_run(tmp_path_factory, reference):
       proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=h.env(**SLOW_SAVE), cwd=h.ROOT)
       if mode == "startup":
         delay = rng.uniform(0.5, 4.0)
-        _wait(proc, lambda: time.monotonic() - launched >= delay)
+        _wait(proc, lambda launched=launched, delay=delay: time.monotonic() - launched >= delay)
       elif mode == "training":
         delay = rng.uniform(0.0, 1.0)
-        _wait(proc, lambda: os.path.exists(flags_json) and os.path.getmtime(flags_json) >= launched_wall)
+        _wait(proc, lambda t=launched_wall: os.path.exists(flags_json) and os.path.getmtime(flags_json) >= t)
         time.sleep(delay)
       else:
         target = min((before[-1] if before else 0) + 5 * rng.choice([1, 2]), STEPS)
         delay = rng.uniform(0.0, 0.15)
-        _wait(proc, lambda: any(n.startswith(f"{target}.") for n in _tmp_dirs(workdir)))
+        _wait(proc, lambda target=target: any(n.startswith(f"{target}.") for n in _tmp_dirs(workdir)))
         time.sleep(delay)
       finished = proc.poll() is not None
       proc.send_signal(signal.SIGKILL)

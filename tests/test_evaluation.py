@@ -148,7 +148,7 @@ def _start_programs_early(programs):
 # ---------------------------------------------------------------------------- trainer: best checkpoint
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _toy_train_step():
   config = steps.StepConfig(loss="wasserstein", n_critic=1, latent_dim=2, gp_weight=0.1)
   mesh = parallel.make_data_mesh(1)

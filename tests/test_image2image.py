@@ -139,7 +139,7 @@ def test_resnet_generator_full_size_and_tiny():
     model = ResNetGenerator(num_blocks=blocks)
     variables = _abstract_init(model, (1, 256, 256, 3))
     assert param_count(variables["params"]) == count
-    out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, 256, 256, 3))), variables)
+    out = jax.eval_shape(lambda v, model=model: model.apply(v, jnp.zeros((1, 256, 256, 3))), variables)
     assert out.shape == (1, 256, 256, 3)
   model = ResNetGenerator.tiny(channels=1)
   x = jax.random.uniform(KEY, (2, 16, 16, 3), minval=-1, maxval=1)

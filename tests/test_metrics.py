@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -159,7 +157,10 @@ def test_extract_features_streams_iterables_and_sample_fns():
 def test_mmd2_unbiased_matches_numpy_loop():
   rng = np.random.default_rng(6)
   x, y = rng.standard_normal((9, 3)), rng.standard_normal((7, 3)) + 0.5
-  k = lambda a, b: (a @ b / 3 + 1) ** 3
+
+  def k(a, b):
+    return (a @ b / 3 + 1) ** 3
+
   kxx = sum(k(x[i], x[j]) for i in range(9) for j in range(9) if i != j) / (9 * 8)
   kyy = sum(k(y[i], y[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
   kxy = sum(k(x[i], y[j]) for i in range(9) for j in range(7)) / (9 * 7)

@@ -46,7 +46,7 @@ def test_train_step_equals_n_critic_d_steps_then_a_g_step():
   manual = state
   d_step = jax.jit(steps.d_step, static_argnums=3)
   for i, k in enumerate(jax.random.split(d_key, 3)):
-    manual, _ = d_step(manual, jax.tree.map(lambda x: x[i], b), k, CONFIG)
+    manual, _ = d_step(manual, jax.tree.map(lambda x, i=i: x[i], b), k, CONFIG)
   manual, _ = jax.jit(steps.g_step, static_argnums=3)(
     manual, jax.tree.map(lambda x: x[0], b), jax.random.split(g_key, 1)[0], CONFIG
   )

@@ -119,7 +119,7 @@ def test_bad_flags_fail_with_one_line(tmp_path, bad, expected):
   workdir = tmp_path / "w"
   proc = run([*TINY, "--num_steps=2", f"--workdir={workdir}", *bad], check=False)
   assert proc.returncode != 0
-  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
   assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
   assert not workdir.exists()
 
@@ -129,6 +129,6 @@ def test_checkpoint_of_another_model_is_refused_untouched(tmp_path):
   before = snapshot(tmp_path)
   proc = run([*TINY, "--num_steps=20", "--width=32", f"--workdir={tmp_path}"], check=False)
   assert proc.returncode != 0
-  errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1 and "different model" in errors[0] and "--workdir" in errors[0], proc.stderr
   assert snapshot(tmp_path) == before

@@ -22,7 +22,7 @@ and :func:`compute_stats` folds the features straight into a float64
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Optional, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,7 @@ __all__ = [
 SampleFn = Callable[[jax.Array, int], Any]
 """``sample_fn(key, n) -> images (n, H, W, C) in [-1, 1]``, e.g. ``lambda k, n: G(z(k, n))``."""
 
-ImageSource = Union[Iterable[Any], SampleFn]
+ImageSource = Iterable[Any] | SampleFn
 
 
 @runtime_checkable
@@ -81,7 +81,7 @@ def _as_images(batch: Any) -> np.ndarray:
   return batch
 
 
-def _source_batches(source: ImageSource, batch_size: int, key: Optional[jax.Array]) -> Iterator[Any]:
+def _source_batches(source: ImageSource, batch_size: int, key: jax.Array | None) -> Iterator[Any]:
   if callable(source) and not hasattr(source, "__iter__"):
     key = jax.random.PRNGKey(0) if key is None else key
     while True:
@@ -98,7 +98,7 @@ def iterate_feature_batches(
   source: ImageSource,
   num_samples: int,
   batch_size: int,
-  key: Optional[jax.Array] = None,
+  key: jax.Array | None = None,
 ) -> Iterator[np.ndarray]:
   """Yield (<= batch_size, D) numpy feature batches for exactly ``num_samples`` images.
 
@@ -156,7 +156,7 @@ def extract_features(
   source: ImageSource,
   num_samples: int,
   batch_size: int = 50,
-  key: Optional[jax.Array] = None,
+  key: jax.Array | None = None,
 ) -> np.ndarray:
   """Stream ``num_samples`` images through ``extractor``; return (num_samples, D) numpy features."""
   return np.concatenate(list(iterate_feature_batches(extractor, source, num_samples, batch_size, key)), axis=0)
@@ -167,10 +167,10 @@ def compute_stats(
   source: ImageSource,
   num_samples: int,
   batch_size: int = 50,
-  key: Optional[jax.Array] = None,
+  key: jax.Array | None = None,
 ) -> GaussianStats:
   """Streaming float64 mean/covariance of the features (for FID) without storing them."""
-  stats: Optional[GaussianStats] = None
+  stats: GaussianStats | None = None
   for feats in iterate_feature_batches(extractor, source, num_samples, batch_size, key):
     stats = GaussianStats.from_features(feats) if stats is None else stats.update(feats)
   assert stats is not None

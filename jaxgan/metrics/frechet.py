@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -163,11 +163,11 @@ class GaussianStats:
     return int(self.mean.shape[0])
 
   @classmethod
-  def empty(cls, dim: int) -> "GaussianStats":
+  def empty(cls, dim: int) -> GaussianStats:
     return cls(0, np.zeros((dim,), np.float64), np.zeros((dim, dim), np.float64))
 
   @classmethod
-  def from_features(cls, feats: ArrayLike) -> "GaussianStats":
+  def from_features(cls, feats: ArrayLike) -> GaussianStats:
     x = np.asarray(feats, dtype=np.float64)
     if x.ndim != 2:
       raise ValueError(f"features must be (n, d); got shape {x.shape}")
@@ -177,7 +177,7 @@ class GaussianStats:
     xc = x - mean
     return cls(int(x.shape[0]), mean, xc.T @ xc)
 
-  def merge(self, other: "GaussianStats") -> "GaussianStats":
+  def merge(self, other: GaussianStats) -> GaussianStats:
     if other.dim != self.dim:
       raise ValueError(f"dimension mismatch: {self.dim} vs {other.dim}")
     if other.count == 0:
@@ -190,7 +190,7 @@ class GaussianStats:
     m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.count * other.count / n)
     return GaussianStats(n, mean, m2)
 
-  def update(self, feats: ArrayLike) -> "GaussianStats":
+  def update(self, feats: ArrayLike) -> GaussianStats:
     """Return the statistics after adding a batch of features of shape (n, d)."""
     return self.merge(GaussianStats.from_features(feats))
 
@@ -201,12 +201,12 @@ class GaussianStats:
       raise ValueError("need at least 2 samples for a covariance")
     return _sym(self.m2 / (self.count - 1))
 
-  def save(self, path: Union[str, os.PathLike]) -> None:
+  def save(self, path: str | os.PathLike) -> None:
     """Save as ``.npz`` with keys ``mu``, ``sigma`` (usual FID stats layout), ``count``, ``m2``."""
     np.savez(path, mu=self.mean, sigma=self.cov, count=np.int64(self.count), m2=self.m2)
 
   @classmethod
-  def load(cls, path: Union[str, os.PathLike]) -> "GaussianStats":
+  def load(cls, path: str | os.PathLike) -> GaussianStats:
     """Load stats saved by :meth:`save`, or a reference file with only ``mu``/``sigma``
     (then ``count`` is unknown; it is set to a large value so that ``cov`` returns
     ``sigma`` up to a 1 + 1e-12 factor -- only use such stats as a fixed reference)."""

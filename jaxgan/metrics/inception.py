@@ -79,7 +79,7 @@ import functools
 import os
 import pickle
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -105,7 +105,7 @@ FID_RESIZE = 299
 NUM_CLASSES = 1008
 POOL_DIM = 2048
 
-Pad = Union[int, tuple[int, int]]
+Pad = int | tuple[int, int]
 
 
 class BasicConv2d(nn.Module):
@@ -147,7 +147,9 @@ class InceptionA(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    C = lambda f, k, p=0, n=None: BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
+    def C(f, k, p=0, n=None):
+      return BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
+
     b1 = C(64, (1, 1), n="branch1x1")(x)
     b5 = C(48, (1, 1), n="branch5x5_1")(x)
     b5 = C(64, (5, 5), 2, n="branch5x5_2")(b5)
@@ -178,7 +180,10 @@ class InceptionC(nn.Module):
   @nn.compact
   def __call__(self, x):
     c7 = self.channels_7x7
-    C = lambda f, k, p=0, n=None: BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
+
+    def C(f, k, p=0, n=None):
+      return BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
+
     b1 = C(192, (1, 1), n="branch1x1")(x)
     b7 = C(c7, (1, 1), n="branch7x7_1")(x)
     b7 = C(c7, (1, 7), (0, 3), n="branch7x7_2")(b7)
@@ -215,7 +220,9 @@ class InceptionE(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    C = lambda f, k, p=0, n=None: BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
+    def C(f, k, p=0, n=None):
+      return BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
+
     b1 = C(320, (1, 1), n="branch1x1")(x)
     b3 = C(384, (1, 1), n="branch3x3_1")(x)
     b3 = jnp.concatenate(
@@ -345,7 +352,7 @@ def _missing_weights_error(detail: str) -> FileNotFoundError:
   )
 
 
-def load_inception_weights(weights_path: Optional[Union[str, os.PathLike]] = None) -> dict:
+def load_inception_weights(weights_path: str | os.PathLike | None = None) -> dict:
   """Load and validate the FID Inception variables from ``weights_path`` or ``$JAXGAN_INCEPTION_WEIGHTS``.
 
   Raises:
@@ -381,7 +388,7 @@ def load_inception_weights(weights_path: Optional[Union[str, os.PathLike]] = Non
   return unflatten_variables({k: np.asarray(v, np.float32) for k, v in flat.items()})
 
 
-def save_inception_weights(path: Union[str, os.PathLike], variables: Mapping[str, Any]) -> None:
+def save_inception_weights(path: str | os.PathLike, variables: Mapping[str, Any]) -> None:
   """Write variables in the documented ``.npz`` layout (flat '/'-joined keys)."""
   np.savez(path, **flatten_variables(variables))
 
@@ -413,7 +420,7 @@ def convert_pytorch_fid_state_dict(state_dict: Mapping[str, Any]) -> dict[str, n
 # ----------------------------------------------------------------------------- extractor
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward_fn(resize_to: int, input_scaling: str, precision: Any):
   """One jitted forward per configuration, shared by all extractors (weights are an argument)."""
   model = InceptionV3FID(precision=precision)
@@ -444,9 +451,9 @@ class InceptionFeatures:
 
   def __init__(
     self,
-    weights_path: Optional[Union[str, os.PathLike]] = None,
+    weights_path: str | os.PathLike | None = None,
     *,
-    variables: Optional[Mapping[str, Any]] = None,
+    variables: Mapping[str, Any] | None = None,
     resize_to: int = FID_RESIZE,
     input_scaling: str = "torch",
     precision: Any = jax.lax.Precision.HIGHEST,
@@ -462,7 +469,7 @@ class InceptionFeatures:
     self._forward = _forward_fn(self.resize_to, input_scaling, precision)
 
   @classmethod
-  def random(cls, key: jax.Array, **kwargs: Any) -> "InceptionFeatures":
+  def random(cls, key: jax.Array, **kwargs: Any) -> InceptionFeatures:
     """Same network with random initialisation (for tests; features are meaningless)."""
     return cls(variables=_random_variables(key), **kwargs)
 

@@ -28,7 +28,7 @@ precision.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,7 @@ __all__ = ["polynomial_kernel", "mmd2_unbiased", "kernel_inception_distance"]
 
 
 def polynomial_kernel(
-  x: jax.Array, y: jax.Array, degree: int = 3, gamma: Optional[float] = None, coef0: float = 1.0
+  x: jax.Array, y: jax.Array, degree: int = 3, gamma: float | None = None, coef0: float = 1.0
 ) -> jax.Array:
   """k(x, y) = (gamma x . y + coef0)^degree with gamma = 1/d by default (KID's kernel)."""
   if gamma is None:
@@ -74,7 +74,7 @@ def kernel_inception_distance(
   fake_feats: Any,
   n_subsets: int = 100,
   subset_size: int = 1000,
-  seed: Union[int, np.random.Generator] = 0,
+  seed: int | np.random.Generator = 0,
 ) -> tuple[float, float]:
   """KID = mean over subsets of the unbiased MMD^2 (Bińkowski et al., 2018).
 

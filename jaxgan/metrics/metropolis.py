@@ -114,7 +114,7 @@ class GaussianMixture:
   weights: np.ndarray
 
   @classmethod
-  def create(cls, means: Any, stds: Any, weights: Any = None) -> "GaussianMixture":
+  def create(cls, means: Any, stds: Any, weights: Any = None) -> GaussianMixture:
     means = np.asarray(means, np.float64)
     if means.ndim != 2:
       raise ValueError(f"means must be (K, d); got {means.shape}")

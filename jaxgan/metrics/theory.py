@@ -125,9 +125,9 @@ def gan_value(
 
   def integrand(x: float) -> float:
     xa = np.asarray([x], np.float64)
-    l = np.asarray(logit_fn(xa), np.float64).reshape(-1)[0]
+    logit = np.asarray(logit_fn(xa), np.float64).reshape(-1)[0]
     p, q = np.exp(logp_data(xa)[0]), np.exp(logp_g(xa)[0])
-    return p * log_expit(l) + q * log_expit(-l)
+    return p * log_expit(logit) + q * log_expit(-logit)
 
   return _quad(integrand, *interval, points=points, epsabs=epsabs)
 

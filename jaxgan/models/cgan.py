@@ -31,7 +31,8 @@ every class has a ``tiny(**overrides)`` constructor for fast tests.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -366,7 +367,7 @@ class ConvCGANGenerator(TinyMixin, nn.Module):
   image_size: int = 28
   channels: int = 1
   width: int = 64
-  base_size: Optional[int] = None
+  base_size: int | None = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -406,7 +407,7 @@ class ConvCGANDiscriminator(TinyMixin, nn.Module):
   num_classes: int = 10
   image_size: int = 28
   width: int = 64
-  base_size: Optional[int] = None
+  base_size: int | None = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -451,7 +452,7 @@ class ProjectionDiscriminator(TinyMixin, nn.Module):
   num_classes: int = 10
   image_size: int = 28
   width: int = 64
-  base_size: Optional[int] = None
+  base_size: int | None = None
   negative_slope: float = 0.2
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32

@@ -26,7 +26,8 @@ every class has a ``tiny(**overrides)`` constructor for fast tests.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -193,7 +194,7 @@ class MnistDCGANDiscriminator(TinyMixin, nn.Module):
 # --------------------------------------------------------------------------
 
 
-def radford_num_stages(image_size: int, base_size: Optional[int] = None) -> tuple[int, int]:
+def radford_num_stages(image_size: int, base_size: int | None = None) -> tuple[int, int]:
   """Return ``(base, n)``: base resolution and number of stride-2 stages.
 
   ``image_size == base * 2**n``. ``base`` defaults to
@@ -282,7 +283,7 @@ class DCGANGenerator(TinyMixin, nn.Module):
   image_size: int = 64
   channels: int = 3
   width: int = 64
-  base_size: Optional[int] = None
+  base_size: int | None = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -361,7 +362,7 @@ class DCGANDiscriminator(TinyMixin, nn.Module):
 
   image_size: int = 64
   width: int = 64
-  base_size: Optional[int] = None
+  base_size: int | None = None
   negative_slope: float = 0.2
   use_batchnorm: bool = True
   dtype: Any = jnp.float32

@@ -22,7 +22,8 @@ All modules follow the library conventions: a ``dtype`` (compute dtype) and a
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax

@@ -24,7 +24,8 @@ every class has a ``tiny(**overrides)`` constructor for fast tests.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp

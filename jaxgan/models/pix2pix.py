@@ -32,7 +32,8 @@ and ``param_dtype`` attributes; ``Cls.tiny()`` gives a small test variant.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
