@@ -28,22 +28,24 @@ checkpoints_best/ for `experiments/evaluate.py --step=best`.
 from __future__ import annotations
 
 import os
-import time
 
 import jax
+import launch
 import numpy as np
 from absl import flags, logging
 
 from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import cli, conditional, evaluation, experiment_utils, losses, parallel, runs, steps, trainer, viz
+from jaxgan import evaluation, losses, recipes, runs, sampling, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.errors import CheckpointError, ConfigError
+from jaxgan.families import gan
 from jaxgan.metrics import classifier as clf
 from jaxgan.metrics import features as features_lib
 from jaxgan.metrics import frechet
 from jaxgan.models import cgan
+from jaxgan.recipes import conditional
 
-cli.define_common_flags(default_steps=10000, default_batch=64)
+launch.define_common_flags(default_steps=10000, default_batch=64)
 flags.DEFINE_string(
   "dataset",
   "digits",
@@ -91,7 +93,7 @@ flags.DEFINE_float(
   upper_bound=1.0,
 )
 flags.DEFINE_integer("latent_dim", 100, "Size of z.", lower_bound=1)
-flags.DEFINE_enum("latent_dist", "normal", list(steps.LATENT_DISTRIBUTIONS), "Distribution of z.")
+flags.DEFINE_enum("latent_dist", "normal", list(gan.LATENT_DISTRIBUTIONS), "Distribution of z.")
 flags.DEFINE_float(
   "ema_decay",
   0.0,
@@ -105,10 +107,10 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("eval_per_class", 100, "Samples per class for the final label accuracy.", lower_bound=1)
 flags.DEFINE_bool("eval_only", False, "Only evaluate the newest checkpoint in --workdir (no training).")
-experiment_utils.define_eval_flags(classifier=False)
+launch.define_eval_flags(classifier=False)
 
 FLAGS = flags.FLAGS
-NAME = runs.CGAN_NAME
+NAME = conditional.EXPERIMENT
 RESULTS_FILE = "label_accuracy.json"
 
 
@@ -130,7 +132,7 @@ def _features(extractor, images: np.ndarray) -> np.ndarray:
 
 
 def evaluate(
-  state, sampling, config: steps.StepConfig, features: clf.ClassifierFeatures, workdir: str, seed_key: jax.Array
+  state, sampling_st, config: gan.Config, features: clf.ClassifierFeatures, workdir: str, seed_key: jax.Array
 ) -> dict:
   """Label accuracy, class coverage, intra-class diversity and Fréchet classifier distance.
 
@@ -164,8 +166,8 @@ def evaluate(
   for label, use_ema in (("generator_params", False), ("ema_params", True)):
     if use_ema and state.ema_params is None:
       continue
-    images, labels = conditional.sample_per_class(
-      sampling if use_ema else state, config, sample_key, FLAGS.eval_per_class, use_ema=use_ema
+    images, labels = sampling.sample_per_class(
+      sampling_st if use_ema else state, config, sample_key, FLAGS.eval_per_class, use_ema=use_ema
     )
     acc = clf.label_accuracy(features.logits_fn, images, labels, config.num_classes)
     pred = clf.predict(features.logits_fn, images)
@@ -182,19 +184,12 @@ def evaluate(
 
 def main(argv):
   del argv
-  source = images_lib.make_source(FLAGS.dataset, "train", FLAGS.data_dir)
-  if source.num_classes is None:
-    raise ConfigError(f"dataset {FLAGS.dataset!r} has no labels: a conditional GAN needs labelled data")
+  setup = recipes.setup(launch.resolved_flags(), experiment=NAME)
+  config, source = setup.config, setup.info["source"]
+  num_classes, image_shape = setup.info["num_classes"], setup.info["image_shape"]
   classifier_info = check_classifier(source)
-  num_classes, image_shape = source.num_classes, tuple(source.images_shape)
-  run_flags = {**cli.resolved_flags(), "experiment": NAME}
-  config = runs.conditional_step_config(run_flags, num_classes)
-  mesh = parallel.make_data_mesh(FLAGS.num_devices)
-  parallel.check_batch_divisible(FLAGS.batch_size, mesh)
-  state = runs.conditional_state(run_flags, image_shape, num_classes)
   eval_fn, best_metric, best_mode = evaluation.training_eval(
-    run_flags,
-    config,
+    setup,
     eval_every=0 if FLAGS.eval_only else FLAGS.eval_every,
     best_metric=None if FLAGS.eval_only else FLAGS.best_metric,
     classifier_workdir=FLAGS.classifier_workdir,
@@ -215,63 +210,26 @@ def main(argv):
   def sample_hook(st, step):
     st = conditional.sampling_state(st, config, stats_key)
     write_grid(st, os.path.join(workdir, "samples", f"class_grid_{step:07d}.png"))
-    images, labels = conditional.sample_per_class(st, config, quick_key, FLAGS.eval_per_class)
+    images, labels = sampling.sample_per_class(st, config, quick_key, FLAGS.eval_per_class)
     acc = clf.label_accuracy(features.logits_fn, images, labels, num_classes)["accuracy"]
     logging.info("step %d: label accuracy %.2f%% (%d samples)", step, 100 * acc, len(labels))
 
-  start = time.perf_counter()
   if FLAGS.eval_only:
-    restored = None
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
-      checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-      try:
-        restored = checkpointer.restore_latest(state, checkpoint_lib.model_signature(NAME, state))
-      finally:
-        checkpointer.close()
-    if restored is None:
+    directory = os.path.join(workdir, trainer.CHECKPOINT_DIR)
+    if not checkpoint_lib.finished_steps(directory):
       raise CheckpointError(
-        f"--eval_only: no checkpoint in {workdir}/checkpoints: train first (the same command without --eval_only)"
+        f"--eval_only: no checkpoint in {directory}: train first (the same command without --eval_only)"
       )
-    state = restored[0]
+    state, wall = runs.restore(setup, workdir, "latest").state, 0.0
   else:
-    per_process = FLAGS.batch_size // jax.process_count()  # the trainer assembles the global batch
-    data = experiment_utils.ImageBatches(
-      images_lib.make_iterator(source, per_process, FLAGS.seed, n_critic=FLAGS.n_critic), keep_labels=True
+    state, wall = launch.train(
+      setup, sample_hook=sample_hook, eval_fn=eval_fn, best_metric=best_metric, best_mode=best_mode
     )
-    train_step = steps.make_train_step(
-      config, state_sharding=parallel.replicated(mesh), batch_sharding=parallel.batch_sharded(mesh, batch_axis=1)
-    )
-    tconfig = trainer.TrainerConfig(
-      workdir=workdir,
-      num_steps=FLAGS.num_steps,
-      log_every=FLAGS.log_every,
-      checkpoint_every=FLAGS.checkpoint_every,
-      sample_every=FLAGS.sample_every,
-      keep_checkpoints=FLAGS.keep_checkpoints,
-      eval_every=FLAGS.eval_every,
-    )
-    try:
-      state = trainer.fit(
-        name=NAME,
-        state=state,
-        train_step=train_step,
-        data=data,
-        config=tconfig,
-        run_flags=run_flags,
-        mesh=mesh,
-        sample_hook=sample_hook,
-        eval_fn=eval_fn,
-        best_metric=best_metric,
-        best_mode=best_mode,
-      )
-    finally:
-      data.close()
-  wall = time.perf_counter() - start
 
   # ---------------------------------------------------------------- final evaluation
-  sampling = conditional.sampling_state(state, config, stats_key)
-  write_grid(sampling, os.path.join(workdir, "class_grid.png"))
-  results = evaluate(state, sampling, config, features, workdir, seed_key)
+  sampling_st = conditional.sampling_state(state, config, stats_key)
+  write_grid(sampling_st, os.path.join(workdir, "class_grid.png"))
+  results = evaluate(state, sampling_st, config, features, workdir, seed_key)
   if not FLAGS.eval_only:
     viz.loss_curves(
       os.path.join(workdir, trainer.METRICS_FILE),
@@ -291,4 +249,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  launch.run(main)

@@ -21,21 +21,21 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
-import i2i_common
 import jax
+import launch
 import numpy as np
-import optax
+import translation
 from absl import flags, logging
 
-from jaxgan import cli, image2image, losses, parallel, trainer, viz
+from jaxgan import evaluation, losses, recipes, sampling, trainer, viz
+from jaxgan.data import images as images_lib
 from jaxgan.data import paired
 from jaxgan.errors import ConfigError
-from jaxgan.models.cyclegan import CycleGANDiscriminator, ResNetGenerator
+from jaxgan.families import cyclegan
 
-cli.define_common_flags(default_steps=200000, default_batch=1)
-i2i_common.define_i2i_flags(num_strip=6, flip_help="Random left-right mirroring.", eval_what="images per domain")
+launch.define_common_flags(default_steps=200000, default_batch=1)
+translation.define_flags(num_strip=6, flip_help="Random left-right mirroring.", eval_what="images per domain")
 flags.DEFINE_string(
   "dataset",
   paired.DIGIT_EDGES,
@@ -56,67 +56,27 @@ flags.DEFINE_enum("translate_direction", "AtoB", ["AtoB", "BtoA"], "translate: G
 
 FLAGS = flags.FLAGS
 NAME = "cyclegan"
-
-
-def open_sources(split):
-  try:
-    return paired.make_unpaired_sources(FLAGS.dataset, split, FLAGS.data_dir, FLAGS.image_size, FLAGS.channels or None)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-
-
-def build_state(shape_a, shape_b, num_steps):
-  lr = image2image.constant_then_linear_decay(FLAGS.lr, max(num_steps - FLAGS.decay_steps, 0), FLAGS.decay_steps)
-  tx = optax.adam(lr, b1=FLAGS.b1, b2=FLAGS.b2)
-
-  def generator(channels):
-    return ResNetGenerator(channels=channels, base_features=FLAGS.base_features, num_blocks=FLAGS.num_blocks)
-
-  def discriminator():
-    return CycleGANDiscriminator(patch_size=int(FLAGS.patch_size), base_features=FLAGS.d_base_features)
-
-  if shape_a[0] % 4 or shape_a[1] % 4:
-    raise ConfigError(f"--image_size must be divisible by 4, got {shape_a[0]}x{shape_a[1]}")
-  return image2image.create_cyclegan_state(
-    seed=FLAGS.seed,
-    generator_ab=generator(shape_b[-1]),
-    generator_ba=generator(shape_a[-1]),
-    discriminator_a=discriminator(),
-    discriminator_b=discriminator(),
-    g_tx=tx,
-    d_tx=tx,
-    shape_a=shape_a,
-    shape_b=shape_b,
-    pool_size=FLAGS.pool_size,
-  )
+_translate = jax.jit(cyclegan.sample, static_argnames=("direction", "train"))
 
 
 def uint8_arrays(source, n):
   return np.stack([source[i]["image"] for i in range(min(n, len(source)))])
 
 
-def make_translator():
-  fn = jax.jit(image2image.cyclegan_translate, static_argnames=("direction", "train"))
-  return lambda state, x, direction: fn(state, x, direction)
-
-
 def translate_mode():
   if not FLAGS.input_dir:
     raise ConfigError("--input_dir is required with --mode=translate")
-  i2i_common.require_checkpoint(FLAGS.workdir)
-  source_a, source_b = open_sources("train")
+  run = translation.load_for_translation(FLAGS.workdir, NAME)
+  source_a, source_b = run.setup.info["sources"]
   shape = (source_a if FLAGS.translate_direction == "AtoB" else source_b).images_shape
   names, images = paired.load_image_files(FLAGS.input_dir, shape[0], shape[-1])
-  i2i_common.check_outputs(FLAGS.output_dir, names)
-  state = build_state(source_a.images_shape, source_b.images_shape, FLAGS.num_steps)
-  state = i2i_common.restore_for_inference(FLAGS.workdir, NAME, state)
-  run = make_translator()
-  out = i2i_common.batched(
-    lambda x: run(state, x, FLAGS.translate_direction), i2i_common.to_float(images), FLAGS.eval_batch
+  translation.check_outputs(FLAGS.output_dir, names)
+  out = sampling.batched(
+    lambda x: _translate(run.state, x, FLAGS.translate_direction), images_lib.to_float(images), FLAGS.eval_batch
   )
-  paths = i2i_common.write_translations(FLAGS.output_dir, names, out)
+  paths = translation.write_translations(FLAGS.output_dir, names, out)
   print(
-    f"translated {len(paths)} images {FLAGS.translate_direction} with the step-{int(state.step)} "
+    f"translated {len(paths)} images {FLAGS.translate_direction} with the step-{run.step} "
     f"generators into {os.path.abspath(FLAGS.output_dir)}"
   )
 
@@ -125,44 +85,20 @@ def main(argv):
   del argv
   if FLAGS.mode == "translate":
     return translate_mode()
-  source_a, source_b = open_sources("train")
-  test_a, test_b = open_sources("test") if FLAGS.evaluate else (source_a, source_b)
-  mesh = parallel.make_data_mesh(FLAGS.num_devices)
-  parallel.check_batch_divisible(FLAGS.batch_size, mesh)
-  jitter_size = (FLAGS.jitter_size or image2image.default_jitter_size(FLAGS.image_size)) if FLAGS.jitter else 0
-  config = image2image.CycleGANConfig(
-    loss=FLAGS.loss,
-    lambda_a=FLAGS.lambda_cycle,
-    lambda_b=FLAGS.lambda_cycle,
-    lambda_identity=FLAGS.lambda_identity,
-    jitter_size=jitter_size,
-    jitter_method=FLAGS.jitter_method,
-    flip=FLAGS.flip,
-    skip_nonfinite=FLAGS.skip_nonfinite,
-  )
-  if config.lambda_identity and source_a.images_shape[-1] != source_b.images_shape[-1]:
-    raise ConfigError(
-      "the identity loss needs domains with equal channel counts: pass --lambda_identity=0 or --channels"
-    )
-  state = build_state(source_a.images_shape, source_b.images_shape, FLAGS.num_steps)
-  train_step = image2image.make_cyclegan_train_step(
-    config, state_sharding=parallel.replicated(mesh), batch_sharding=parallel.batch_sharded(mesh)
-  )
-  data = paired.UnpairedIterator(source_a, source_b, FLAGS.batch_size, FLAGS.seed)
+  setup = recipes.setup(launch.resolved_flags(), experiment=NAME)
+  test_a, test_b = setup.info["test_sources"]
+  evaluator = evaluation.TranslationEvaluator(setup, num_fake=FLAGS.num_eval, batch_size=FLAGS.eval_batch)
   workdir = os.path.abspath(FLAGS.workdir)
-  strip_a = i2i_common.to_float(uint8_arrays(test_a, FLAGS.num_strip))
-  strip_b = i2i_common.to_float(uint8_arrays(test_b, FLAGS.num_strip))
-  translate = make_translator()
+  strip_a = images_lib.to_float(uint8_arrays(test_a, FLAGS.num_strip))
+  strip_b = images_lib.to_float(uint8_arrays(test_b, FLAGS.num_strip))
 
   def sample_hook(st, step):
-    fake_b = np.asarray(translate(st, strip_a, "AtoB"))
-    fake_a = np.asarray(translate(st, strip_b, "BtoA"))
-    rec_a = np.asarray(translate(st, fake_b, "BtoA"))
-    rec_b = np.asarray(translate(st, fake_a, "AtoB"))
+    fake_b = np.asarray(_translate(st, strip_a, "AtoB"))
+    fake_a = np.asarray(_translate(st, strip_b, "BtoA"))
+    rec_a = np.asarray(_translate(st, fake_b, "BtoA"))
+    rec_b = np.asarray(_translate(st, fake_a, "AtoB"))
     cols = [np.concatenate([x, y]) for x, y in ((strip_a, strip_b), (fake_b, fake_a), (rec_a, rec_b))]
-    path = i2i_common.strip_image(
-      os.path.join(workdir, "samples", f"step_{step:07d}.png"), cols, scale=FLAGS.strip_scale
-    )
+    path = viz.strip_image(os.path.join(workdir, "samples", f"step_{step:07d}.png"), cols, scale=FLAGS.strip_scale)
     logging.info(
       "step %d: strip %s (cycle error of these: A %.4f, B %.4f)",
       step,
@@ -171,63 +107,32 @@ def main(argv):
       float(np.mean(np.abs(rec_b - strip_b))),
     )
 
-  tconfig = trainer.TrainerConfig(
-    workdir=workdir,
-    num_steps=FLAGS.num_steps,
-    log_every=FLAGS.log_every,
-    checkpoint_every=FLAGS.checkpoint_every,
-    sample_every=FLAGS.sample_every,
-    keep_checkpoints=FLAGS.keep_checkpoints,
-  )
-  start = time.perf_counter()
-  state = trainer.fit(
-    name=NAME,
-    state=state,
-    train_step=train_step,
-    data=data,
-    config=tconfig,
-    run_flags=cli.resolved_flags(),
-    mesh=mesh,
-    batch_axis=0,
-    sample_hook=sample_hook,
-  )
-  wall = time.perf_counter() - start
-  data.close()
+  state, wall = launch.train(setup, sample_hook=sample_hook)
 
   # ---------------------------------------------------------------- final evaluation
-  a = i2i_common.to_float(uint8_arrays(test_a, FLAGS.num_eval))
-  b = i2i_common.to_float(uint8_arrays(test_b, FLAGS.num_eval))
-
-  def run(x, direction):
-    return i2i_common.batched(lambda chunk: translate(state, chunk, direction), x, FLAGS.eval_batch)
-
-  fake_b, fake_a = run(a, "AtoB"), run(b, "BtoA")
-  rec_a, rec_b = run(fake_b, "BtoA"), run(fake_a, "AtoB")
+  scores, floor = evaluator.scores(state), evaluator.floor()
   results = {
     "dataset": FLAGS.dataset,
     "step": int(state.step),
     "seed": FLAGS.seed,
     "eval_split": "test" if FLAGS.evaluate else "train",
-    "num_eval_a": len(a),
-    "num_eval_b": len(b),
-    "cycle_error_a": float(np.mean(np.abs(rec_a - a))),
-    "cycle_error_b": float(np.mean(np.abs(rec_b - b))),
+    "num_eval_a": len(evaluator.a),
+    "num_eval_b": len(evaluator.b),
+    **{name: value for name, (value, _) in scores.items()},
     "wall_time_sec_this_process": wall,
   }
   results["cycle_error"] = 0.5 * (results["cycle_error_a"] + results["cycle_error_b"])
-  if FLAGS.dataset == paired.DIGIT_EDGES and FLAGS.evaluate:
-    # The digits test split is paired: how close is the unpaired-trained G to the true outlines?
-    results["l1_g_vs_true_b"] = float(np.mean(np.abs(fake_b - b)))
-    results["l1_f_vs_true_a"] = float(np.mean(np.abs(fake_a - a)))
-    results["l1_identity"] = float(np.mean(np.abs(a - b)))
-  with open(os.path.join(workdir, "eval_metrics.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  viz.loss_curves(
-    os.path.join(workdir, trainer.METRICS_FILE),
-    os.path.join(workdir, "loss_curves.png"),
-    keys=("d_loss", "g_adv_ab", "g_adv_ba", "cycle_a", "cycle_b"),
-    title=f"{NAME} {FLAGS.dataset}",
-  )
+  if "l1_g_vs_true_b" in scores:
+    results["l1_identity"] = floor["l1_g_vs_true_b"][0]
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "eval_metrics.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    viz.loss_curves(
+      os.path.join(workdir, trainer.METRICS_FILE),
+      os.path.join(workdir, "loss_curves.png"),
+      keys=("d_loss", "g_adv_ab", "g_adv_ba", "cycle_a", "cycle_b"),
+      title=f"{NAME} {FLAGS.dataset}",
+    )
   extra = ""
   if "l1_g_vs_true_b" in results:
     extra = (
@@ -242,4 +147,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  launch.run(main)

@@ -21,19 +21,18 @@ pixel histograms under samples/, loss_curves.png and eval.json.
 
 from __future__ import annotations
 
-from jaxgan import cli, experiment_utils
+import image_gan
+import launch
 
-experiment_utils.define_image_gan_flags(
-  generator="dcgan", discriminator="dcgan", default_steps=20000, default_batch=128
-)
+image_gan.define_flags(generator="dcgan", discriminator="dcgan", default_steps=20000, default_batch=128)
 
 NAME = "dcgan"
 
 
 def main(argv):
   del argv
-  experiment_utils.train_image_gan(NAME)
+  image_gan.train(NAME)
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  launch.run(main)

@@ -21,9 +21,10 @@ table.
 
 from __future__ import annotations
 
+import launch
 from absl import flags
 
-from jaxgan import cli, evaluation
+from jaxgan import evaluation
 
 flags.DEFINE_string("workdir", None, "The run to evaluate (the --workdir it was trained with).", required=True)
 flags.DEFINE_string(
@@ -75,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  launch.run(main)

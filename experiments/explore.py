@@ -40,12 +40,14 @@ from __future__ import annotations
 import json
 import os
 
+import launch
 import numpy as np
 from absl import flags
 
 from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import cli, experiment_utils, viz
+from jaxgan import recipes, sampling, viz
 from jaxgan.errors import ConfigError
+from jaxgan.recipes import images as image_recipe
 
 flags.DEFINE_string("workdir", None, "Workdir of a finished (or checkpointed) gan.py / dcgan.py run.", required=True)
 flags.DEFINE_integer("num_samples", 2000, "Samples to classify and choose the groups from.", lower_bound=50)
@@ -70,17 +72,22 @@ def ink(images: np.ndarray) -> np.ndarray:
 
 def main(argv):
   del argv
-  state, cfg, config, _ = experiment_utils.load_run(FLAGS.workdir)
-  st = experiment_utils.sampling_state(state, config, cfg["seed"])
+  run = recipes.load_run(FLAGS.workdir)
+  if run.kind != "image":
+    raise ConfigError(
+      f"{run.workdir} holds a {run.experiment} run: explore.py walks the latent space of gan.py / dcgan.py runs"
+    )
+  state, cfg, config = run.state, run.cfg, run.setup.config
+  st = image_recipe.sampling_state(state, config, cfg["seed"])
   out_dir = os.path.join(os.path.abspath(FLAGS.workdir), "explore")
   rng = np.random.default_rng([FLAGS.seed, _TAG])
 
-  z = experiment_utils.latents(FLAGS.seed, _TAG, FLAGS.num_samples, config)
-  samples = experiment_utils.generate(st, z)
-  source, _ = experiment_utils.open_dataset(cfg)
-  real, labels = experiment_utils.reference_images(source, min(2000, len(source)), cfg["seed"])
+  z = sampling.latents(FLAGS.seed, _TAG, FLAGS.num_samples, config)
+  samples = sampling.generate(st, z)
+  source = run.setup.info["source"]
+  real, labels = image_recipe.reference_images(source, min(2000, len(source)), cfg["seed"])
   if labels is not None:
-    classes = experiment_utils.nearest_neighbour_labels(samples, real, labels)
+    classes = image_recipe.nearest_neighbour_labels(samples, real, labels)
   else:
     classes = np.zeros(len(samples), np.int64)
   counts = np.bincount(classes, minlength=1 if labels is None else int(labels.max()) + 1)
@@ -108,7 +115,7 @@ def main(argv):
   results["interpolation"] = {}
   for method in ("linear", "slerp"):
     path_z = viz.interpolate_latents(z0, z1, FLAGS.walk_steps, method)
-    images = experiment_utils.generate(st, path_z.reshape(-1, path_z.shape[-1]))
+    images = sampling.generate(st, path_z.reshape(-1, path_z.shape[-1]))
     images = images.reshape(path_z.shape[:2] + images.shape[1:])
     viz.interpolation_strips(
       os.path.join(out_dir, f"interp_{method}.png"),
@@ -145,9 +152,9 @@ def main(argv):
   result = means[0] - means[1] + means[2]
   noise = rng.uniform(-FLAGS.noise, FLAGS.noise, (9, z.shape[1])).astype(np.float32)
   noise[0] = 0.0
-  out = experiment_utils.generate(st, (result[None] + noise).astype(np.float32))
-  control = experiment_utils.generate(st, (means[2][None] + noise).astype(np.float32))
-  mean_images = experiment_utils.generate(st, np.stack(means).astype(np.float32))
+  out = sampling.generate(st, (result[None] + noise).astype(np.float32))
+  control = sampling.generate(st, (means[2][None] + noise).astype(np.float32))
+  mean_images = sampling.generate(st, np.stack(means).astype(np.float32))
   names = (
     (f"thick {class_a}", f"thin {class_a}", f"thin {class_b}") if labels is not None else ("bright", "dark", "dark")
   )
@@ -172,12 +179,12 @@ def main(argv):
     "ink_control_c": float(ink(control).mean()),
   }
   if labels is not None:
-    arith["result_classes"] = experiment_utils.nearest_neighbour_labels(out, real, labels).tolist()
-    arith["control_classes"] = experiment_utils.nearest_neighbour_labels(control, real, labels).tolist()
+    arith["result_classes"] = image_recipe.nearest_neighbour_labels(out, real, labels).tolist()
+    arith["control_classes"] = image_recipe.nearest_neighbour_labels(control, real, labels).tolist()
   results["vector_arithmetic"] = arith
   checkpoint_lib.dump_json(os.path.join(out_dir, "explore.json"), results)
   print(json.dumps({"out_dir": out_dir, **arith}, default=str))
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  launch.run(main)

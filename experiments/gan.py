@@ -23,19 +23,18 @@ arithmetic from the checkpoint.
 
 from __future__ import annotations
 
-from jaxgan import cli, experiment_utils
+import image_gan
+import launch
 
-experiment_utils.define_image_gan_flags(
-  generator="mlp", discriminator="mlp_maxout", default_steps=20000, default_batch=100
-)
+image_gan.define_flags(generator="mlp", discriminator="mlp_maxout", default_steps=20000, default_batch=100)
 
 NAME = "gan"
 
 
 def main(argv):
   del argv
-  experiment_utils.train_image_gan(NAME)
+  image_gan.train(NAME)
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  launch.run(main)

@@ -25,10 +25,11 @@ import os
 import time
 
 import jax
+import launch
 import numpy as np
 from absl import flags
 
-from jaxgan import cli, trainer, viz
+from jaxgan import trainer, viz
 from jaxgan.data import toy
 from jaxgan.errors import ConfigError
 from jaxgan.metrics import metropolis, modes
@@ -120,4 +121,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  launch.run(main)

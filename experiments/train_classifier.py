@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import launch
 from absl import flags, logging
 
-from jaxgan import cli
 from jaxgan.errors import ConfigError
 from jaxgan.metrics import classifier as clf
 
@@ -127,4 +127,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  launch.run(main)

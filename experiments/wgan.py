@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import jax
+import launch
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import cli, losses, multiseed, parallel, steps, trainer, viz
-from jaxgan import runs as runs_lib
+from jaxgan import losses, recipes, sampling, trainer, viz
 from jaxgan.data import toy
 from jaxgan.errors import ConfigError
+from jaxgan.families import gan
 from jaxgan.metrics import modes
-from jaxgan.state import create_gan_state
+from jaxgan.recipes import toy as toy_recipe
 
-cli.define_common_flags(default_steps=20000, default_batch=256)
+launch.define_common_flags(default_steps=20000, default_batch=256)
 flags.DEFINE_enum("dataset", "grid25", sorted(toy.MIXTURES), "2-D mixture to learn.")
 flags.DEFINE_enum("loss", "wasserstein", sorted(losses.LOSSES), "Adversarial loss.")
 flags.DEFINE_integer("n_critic", 5, "Critic updates per generator update.", lower_bound=1)
@@ -50,7 +50,7 @@ flags.DEFINE_float(
   upper_bound=1.0,
 )
 flags.DEFINE_integer("latent_dim", 2, "Size of z.", lower_bound=1)
-flags.DEFINE_enum("latent_dist", "normal", list(steps.LATENT_DISTRIBUTIONS), "Distribution of z.")
+flags.DEFINE_enum("latent_dist", "normal", list(gan.LATENT_DISTRIBUTIONS), "Distribution of z.")
 flags.DEFINE_integer("width", 512, "Hidden units per layer of the critic (and of G unless --g_width).", lower_bound=1)
 flags.DEFINE_integer("depth", 3, "Hidden layers of the critic (and of G unless --g_depth).", lower_bound=1)
 flags.DEFINE_integer("g_width", 0, "Hidden units per generator layer (0: --width).", lower_bound=0)
@@ -73,52 +73,27 @@ flags.DEFINE_integer(
 )
 
 FLAGS = flags.FLAGS
-NAME = runs_lib.TOY_NAME
+EVAL_TAG = 0xE7A1
 
 
-def sample_points(state, config: steps.StepConfig, key: jax.Array, n: int, use_ema: bool) -> np.ndarray:
-  z = steps.sample_latent(key, n, config)
-  return np.asarray(jax.jit(steps.generate, static_argnames=("use_ema", "train"))(state, z, use_ema=use_ema))
+def sample_points(state, config: gan.Config, key: jax.Array, n: int, use_ema: bool) -> np.ndarray:
+  z = gan.sample_latent(key, n, config)
+  return sampling.generate(state, np.asarray(z), use_ema=use_ema, batch_size=n)
 
 
 def main(argv):
   del argv
-  mixture = toy.get_mixture(FLAGS.dataset)
-  run_flags = {**cli.resolved_flags(), "experiment": NAME}  # flags.json: experiments/evaluate.py rebuilds the run
-  config = runs_lib.toy_step_config(run_flags)
-  mesh = parallel.make_data_mesh(FLAGS.num_devices)
-  parallel.check_batch_divisible(FLAGS.batch_size, mesh)
+  setup = recipes.setup(launch.resolved_flags(), experiment=toy_recipe.EXPERIMENT)
+  config, mixture = setup.config, setup.info["mixture"]
   if FLAGS.batch_size % FLAGS.pack:
     raise ConfigError(f"--batch_size={FLAGS.batch_size} is not divisible by --pack={FLAGS.pack}")
 
-  seeds = runs_lib.toy_seeds(run_flags)
-  state_kwargs = runs_lib.toy_state_kwargs(run_flags)
-  iterators = [toy.MixtureIterator(mixture, FLAGS.batch_size, s, n_critic=FLAGS.n_critic) for s in seeds]
-  if FLAGS.num_seeds == 1:  # the single-seed path, unchanged
-    state, data, batch_axis = create_gan_state(seed=FLAGS.seed, **state_kwargs), iterators[0], 1
-    train_step = steps.make_train_step(
-      config, state_sharding=parallel.replicated(mesh), batch_sharding=parallel.batch_sharded(mesh, batch_axis=1)
-    )
-  else:  # K runs stacked on a leading axis; batches are (K, n_critic, B, 2)
-    state, data, batch_axis = (
-      multiseed.create_multiseed_state(seeds, **state_kwargs),
-      multiseed.StackedIterator(iterators),
-      2,
-    )
-    train_step = multiseed.make_multiseed_train_step(
-      config,
-      flat_metrics=True,
-      state_sharding=parallel.replicated(mesh),
-      batch_sharding=parallel.batch_sharded(mesh, batch_axis=2),
-    )
-
   def runs(st):
     """(seed, single-run state, eval key) per run; a --num_seeds run's k-th equals a --seed=seed+k run."""
-    singles = [st] if FLAGS.num_seeds == 1 else [multiseed.unstack_state(st, k) for k in range(FLAGS.num_seeds)]
-    return [(s, one, jax.random.fold_in(jax.random.PRNGKey(s), 0xE7A1)) for s, one in zip(seeds, singles)]
+    return [(s, one, jax.random.fold_in(jax.random.PRNGKey(s), EVAL_TAG)) for s, one in setup.single_states(st)]
 
   workdir = os.path.abspath(FLAGS.workdir)
-  eval_key = jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), 0xE7A1)
+  eval_key = jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), EVAL_TAG)
   real_eval = np.asarray(mixture.sample(jax.random.fold_in(eval_key, 1), FLAGS.eval_samples))
   lim = 1.3 * float(np.max(np.abs(mixture.means_array()))) + 0.5
 
@@ -137,28 +112,7 @@ def main(argv):
       )
     logging.info("step %d: %s", step, m)
 
-  tconfig = trainer.TrainerConfig(
-    workdir=workdir,
-    num_steps=FLAGS.num_steps,
-    log_every=FLAGS.log_every,
-    checkpoint_every=FLAGS.checkpoint_every,
-    sample_every=FLAGS.sample_every,
-    keep_checkpoints=FLAGS.keep_checkpoints,
-    skip_nonfinite=FLAGS.skip_nonfinite,
-  )
-  start = time.perf_counter()
-  state = trainer.fit(
-    name=NAME,
-    state=state,
-    train_step=train_step,
-    data=data,
-    config=tconfig,
-    run_flags=run_flags,
-    mesh=mesh,
-    batch_axis=batch_axis,
-    sample_hook=sample_hook,
-  )
-  wall = time.perf_counter() - start
+  state, wall = launch.train(setup, sample_hook=sample_hook)
 
   # ---------------------------------------------------------------- final evaluation
   per_run = []
@@ -176,7 +130,7 @@ def main(argv):
     results = {
       "dataset": FLAGS.dataset,
       "step": int(state.step),
-      "seeds": seeds,
+      "seeds": list(setup.seeds),
       "runs": per_run,
       "wall_time_sec_this_process": wall,
       "reported": per_run[0]["reported"],
@@ -191,7 +145,7 @@ def main(argv):
       os.path.join(workdir, trainer.METRICS_FILE),
       os.path.join(workdir, "loss_curves.png"),
       keys=("d_loss", "g_loss", "wasserstein_estimate"),
-      title=f"{NAME} {FLAGS.dataset}",
+      title=f"{setup.experiment} {FLAGS.dataset}",
     )
   for r in per_run:
     m = r[r["reported"]]
@@ -204,4 +158,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  launch.run(main)

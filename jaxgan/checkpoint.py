@@ -59,6 +59,13 @@ TRASH_SUBDIR = ".trash"
 SLOW_SAVE_ENV = "JAXGAN_TEST_SLOW_SAVE_SECONDS"
 
 
+def finished_steps(directory: str) -> list[int]:
+  """The step directories of ``directory`` that a save finished (no temporary ones), sorted; [] if none."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
 def model_signature(name: str, state: Any) -> str:
   """``name`` plus a digest of every array's path, shape and dtype in ``state``."""
   leaves = jax.tree_util.tree_flatten_with_path(state)[0]

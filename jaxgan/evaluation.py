@@ -1,7 +1,7 @@
 r"""Evaluating a run as Mimicry reports GANs: every score beside its real-vs-real floor.
 
-`evaluate_run` restores a run (`jaxgan.runs.load_run`: the latest, the best or a
-numbered checkpoint), draws ``n_fake`` samples from its sampling generator (the
+`evaluate_run` restores a run (rebuilt by its recipe, `jaxgan.recipes`: the
+latest, the best or a numbered checkpoint), draws ``n_fake`` samples from its sampling generator (the
 EMA parameters when kept, with BatchNorm statistics re-measured for them) and
 scores them against ``n_real`` real training images; `results_markdown` gives
 the table ``metric | value | real-vs-real floor | n_real | n_fake | step``.
@@ -48,9 +48,18 @@ Toy runs (experiments/wgan.py): ``modes_captured``, ``high_quality_percent``,
 floor scores ``n_fake`` samples of the mixture itself. A ``--num_seeds`` run
 reports the mean ± std over its seeds.
 
-`ImageEvaluator` / `ToyEvaluator` hold the fixed real references, so the
-trainer's periodic evaluation (`training_eval`, --eval_every) reuses them
-at every step.
+Translation runs (experiments/pix2pix.py, cyclegan.py) on held-out images:
+Pix2Pix ``l1_eval`` / ``l1_paper`` -- mean |G(x) - y| on [-1, 1] with G in
+evaluation mode and in the paper's test-time mode (dropout on, test-batch
+statistics); CycleGAN ``cycle_error_a`` / ``cycle_error_b`` -- mean
+|F(G(a)) - a| and |G(F(b)) - b|, and for test splits that are paired
+(``digits_edges``) ``l1_g_vs_true_b`` / ``l1_f_vs_true_a``. Their reference
+column is the identity map (the input taken as the output): what a
+translator that learned nothing scores (none for the cycle errors).
+
+`ImageEvaluator`, `ToyEvaluator` and `TranslationEvaluator` hold the fixed
+real references, so the trainer's periodic evaluation (`training_eval`,
+--eval_every) and the scripts' final evaluation reuse them.
 """
 
 from __future__ import annotations
@@ -66,18 +75,21 @@ import numpy as np
 from absl import logging
 
 from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import conditional, experiment_utils, runs, steps, trainer
+from jaxgan import recipes, runs, sampling, trainer
 from jaxgan.data import images as images_lib
-from jaxgan.data import toy
 from jaxgan.errors import ConfigError, StorageError
+from jaxgan.families import cyclegan, gan, pix2pix
 from jaxgan.metrics import classifier as clf
 from jaxgan.metrics import features as features_lib
 from jaxgan.metrics import frechet, inception_score, kid, modes, prdc
+from jaxgan.recipes import conditional as conditional_recipe
+from jaxgan.recipes import images as image_recipe
 
 __all__ = [
   "METRICS",
   "ImageEvaluator",
   "ToyEvaluator",
+  "TranslationEvaluator",
   "check_classifier",
   "evaluate_run",
   "make_evaluator",
@@ -189,8 +201,7 @@ class ImageEvaluator:
   images and their features are computed there once.
 
   Args:
-    cfg: the run's flags (flags.json).
-    kind: `jaxgan.runs.IMAGE` or `jaxgan.runs.CONDITIONAL`.
+    setup: the run's `jaxgan.runs.Setup` (kind "image" or "conditional").
     metrics: metric groups (`METRICS`); None: every one that applies and has
       what it needs (the others are skipped with a note). Named groups that
       cannot be computed are a `ConfigError`.
@@ -206,8 +217,7 @@ class ImageEvaluator:
 
   def __init__(
     self,
-    cfg: Mapping[str, Any],
-    kind: str,
+    setup: runs.Setup,
     *,
     metrics: Sequence[str] | None = None,
     classifier_workdir: str | None = None,
@@ -218,6 +228,9 @@ class ImageEvaluator:
     with_floor: bool = True,
     use_inception: bool = True,
   ):
+    cfg, kind = setup.cfg, setup.kind
+    if kind not in ("image", "conditional"):
+      raise ValueError(f"ImageEvaluator scores image runs, not a {kind} run")
     self.cfg, self.kind, self.seed = dict(cfg), kind, int(seed)
     self.notes: list[str] = []
     dataset = cfg["dataset"]
@@ -225,7 +238,7 @@ class ImageEvaluator:
     self.stacked_base = dataset[len("stacked_") :] if dataset.startswith("stacked_") else None
     applicable = (
       ["fcd", "kid", "prdc", "confidence"]
-      + (["label_accuracy"] if kind == runs.CONDITIONAL else [])
+      + (["label_accuracy"] if kind == "conditional" else [])
       + (["modes"] if self.stacked_base else [])
       + (["fid", "is"] if use_inception else [])
     )
@@ -238,7 +251,7 @@ class ImageEvaluator:
           )
     groups = [g for g in applicable if g in metrics] if explicit else applicable
 
-    source, self.image_shape = experiment_utils.open_dataset(cfg)
+    source, self.image_shape = setup.info["source"], setup.info["image_shape"]
     self.num_classes = source.num_classes
     # ------------------------------------------------------------ the classifier
     self.classifier, self.classifier_info, self.stacked_logits = None, None, None
@@ -336,7 +349,7 @@ class ImageEvaluator:
       split = cfg.get("split", "train")
       other = "test" if split != "test" else "train"
       try:
-        held_source, _ = experiment_utils.open_dataset(cfg, split=other)
+        held_source, _ = image_recipe.open_dataset(cfg, split=other)
         self.held_out = f"{other} split"
       except images_lib.DataError:
         self.held_out = "disjoint training images"
@@ -349,7 +362,7 @@ class ImageEvaluator:
       held_source = source
     else:
       n_real, n_fake, offset = min(num_real, len(source)), num_fake, 0
-    if kind == runs.CONDITIONAL:
+    if kind == "conditional":
       self.per_class = n_fake // self.num_classes
       if self.per_class < 1:
         raise ConfigError(f"{n_fake} samples are fewer than the {self.num_classes} classes: raise --num_fake")
@@ -363,8 +376,8 @@ class ImageEvaluator:
     if n_real < num_real:
       self.notes.append(f"n_real = {n_real} < {num_real} asked for: the training data has {len(source)} images")
     self.n_real, self.n_fake = n_real, n_fake
-    self.real, _ = experiment_utils.reference_images(source, n_real, self.seed, offset=offset)
-    self._held = (lambda: experiment_utils.reference_images(held_source, n_fake, self.seed)) if with_floor else None
+    self.real, _ = image_recipe.reference_images(source, n_real, self.seed, offset=offset)
+    self._held = (lambda: image_recipe.reference_images(held_source, n_fake, self.seed)) if with_floor else None
     self._real_feats = {space: self._extract(space, self.real) for space in self._spaces()}
 
   # ---------------------------------------------------------------------------- names
@@ -447,16 +460,16 @@ class ImageEvaluator:
         out["is"] = inception_score.inception_score(logits, n_splits=min(_IS_SPLITS, len(logits)), from_logits=True)
     return {name: out[name] for name in self.metric_names}
 
-  def samples(self, state, config: steps.StepConfig) -> tuple[np.ndarray, np.ndarray | None]:
+  def samples(self, state, config: gan.Config) -> tuple[np.ndarray, np.ndarray | None]:
     """``n_fake`` samples of the sampling generator (and their requested labels for a cGAN)."""
     key = jax.random.fold_in(jax.random.PRNGKey(self.seed), _SAMPLE_TAG)
-    if self.kind == runs.CONDITIONAL:
-      st = conditional.sampling_state(state, config, jax.random.fold_in(key, 1))
-      return conditional.sample_per_class(st, config, jax.random.fold_in(key, 2), self.per_class)
-    st = experiment_utils.sampling_state(state, config, self.seed)
-    return experiment_utils.generate(st, experiment_utils.latents(self.seed, _SAMPLE_TAG, self.n_fake, config)), None
+    if self.kind == "conditional":
+      st = conditional_recipe.sampling_state(state, config, jax.random.fold_in(key, 1))
+      return sampling.sample_per_class(st, config, jax.random.fold_in(key, 2), self.per_class)
+    st = image_recipe.sampling_state(state, config, self.seed)
+    return sampling.generate(st, sampling.latents(self.seed, _SAMPLE_TAG, self.n_fake, config)), None
 
-  def scores(self, state, config: steps.StepConfig) -> Scores:
+  def scores(self, state, config: gan.Config) -> Scores:
     """The metrics of the run's samples: {row: (value, std or None)}."""
     return self._score(*self.samples(state, config))
 
@@ -474,12 +487,12 @@ class ToyEvaluator:
   """Mode metrics of a 2-D mixture run (`jaxgan.metrics.modes`); floor: samples of the mixture itself."""
 
   def __init__(
-    self, cfg: Mapping[str, Any], *, metrics: Sequence[str] | None = None, num_fake: int | None = None, seed: int = 0
+    self, setup: runs.Setup, *, metrics: Sequence[str] | None = None, num_fake: int | None = None, seed: int = 0
   ):
     if metrics is not None and set(metrics) != {"modes"}:
       bad = [m for m in metrics if m != "modes"][0]
-      raise ConfigError(f"--metrics={bad} does not apply to this toy run of {cfg['dataset']} (it takes modes)")
-    self.mixture = toy.get_mixture(cfg["dataset"])
+      raise ConfigError(f"--metrics={bad} does not apply to this toy run of {setup.cfg['dataset']} (it takes modes)")
+    self.mixture = setup.info["mixture"]
     self.seed, self.notes, self.groups = int(seed), [], ["modes"]
     self.n_fake = int(num_fake or modes.NUM_EVAL_SAMPLES)
     self.n_real = self.n_fake  # the floor's mixture samples
@@ -494,17 +507,120 @@ class ToyEvaluator:
     m = modes.mode_metrics(points, self.mixture.means_array(), self.mixture.std).as_dict()
     return {name: (float(m[name]), None) for name in _TOY_ROWS}
 
-  def scores(self, state, config: steps.StepConfig) -> Scores:
-    z = experiment_utils.latents(self.seed, _SAMPLE_TAG, self.n_fake, config)
-    return self._score(experiment_utils.generate(state, z))
+  def scores(self, state, config: gan.Config) -> Scores:
+    z = sampling.latents(self.seed, _SAMPLE_TAG, self.n_fake, config)
+    return self._score(sampling.generate(state, z))
 
   def floor(self) -> Scores:
     key = jax.random.fold_in(jax.random.PRNGKey(self.seed), _SAMPLE_TAG)
     return self._score(np.asarray(self.mixture.sample(key, self.n_fake)))
 
 
+# ---------------------------------------------------------------------------- translation
+
+
+class TranslationEvaluator:
+  """Held-out errors of a Pix2Pix or CycleGAN run, beside the identity map's.
+
+  Pix2Pix (kind "paired"): ``l1_eval``, ``l1_paper`` (mean |G(x) - y|, G in
+  evaluation and in the paper's test-time mode) on the --eval_split pairs;
+  reference: mean |x - y|. CycleGAN (kind "unpaired"): ``cycle_error_a``,
+  ``cycle_error_b`` on the test images of each domain (no reference) and,
+  for paired test splits (``digits_edges``), ``l1_g_vs_true_b`` /
+  ``l1_f_vs_true_a`` with the identity map's L1 as reference.
+
+  Args:
+    setup: the run's `jaxgan.runs.Setup`.
+    num_fake: held-out examples to translate (at most; default 1,000).
+    batch_size: translation batch.
+  """
+
+  def __init__(
+    self, setup: runs.Setup, *, metrics: Sequence[str] | None = None, num_fake: int | None = None, batch_size: int = 64
+  ):
+    if metrics is not None:
+      raise ConfigError(f"--metrics does not apply to {setup.kind} translation runs: leave it empty")
+    self.setup, self.kind, self.notes = setup, setup.kind, []
+    self.batch_size = int(batch_size)
+    limit = int(num_fake or 1000)
+    self.classifier_info = self.inception_weights = None
+    self.groups = ["translation"]
+    if self.kind == "paired":
+      held = setup.info.get("held_out")
+      if held is None:
+        raise ConfigError("this pix2pix run has no held-out split (--eval_split was empty): nothing to evaluate")
+      a, b = (images_lib.to_float(x[:limit]) for x in held.arrays())
+      self.inputs, self.targets = a, b
+      self.metric_names = ["l1_eval", "l1_paper"]
+      self.held_out = f"{setup.cfg.get('eval_split')} split"
+      self.n_fake = len(a)
+    else:
+      test_a, test_b = setup.info["test_sources"]
+      self.a = images_lib.to_float(np.stack([test_a[i]["image"] for i in range(min(limit, len(test_a)))]))
+      self.b = images_lib.to_float(np.stack([test_b[i]["image"] for i in range(min(limit, len(test_b)))]))
+      self.metric_names = ["cycle_error_a", "cycle_error_b"]
+      self.paired_test = setup.cfg.get("dataset") == "digits_edges" and setup.cfg.get("evaluate", True)
+      if self.paired_test:
+        self.metric_names += ["l1_g_vs_true_b", "l1_f_vs_true_a"]
+      self.held_out = "test split" if setup.cfg.get("evaluate", True) else "training images"
+      self.n_fake = len(self.a)
+    self.n_real = self.n_fake
+
+  def space_of(self, row: str) -> str:
+    return "pixels in [-1, 1]"
+
+  def _run(self, fn, x):
+    return sampling.batched(fn, x, self.batch_size)
+
+  def translations(self, state) -> dict[str, np.ndarray]:
+    """The held-out outputs: Pix2Pix ``eval`` / ``paper``; CycleGAN ``fake_b``, ``fake_a``, ``rec_a``, ``rec_b``."""
+    if self.kind == "paired":
+      key = jax.random.fold_in(jax.random.PRNGKey(int(self.setup.cfg["seed"])), 0xE7A1)
+      return {
+        mode: self._run(lambda x, train=(mode == "paper"): _translate_pix2pix(state, x, train, key), self.inputs)
+        for mode in ("eval", "paper")
+      }
+    fake_b = self._run(lambda x: _translate_cyclegan(state, x, "AtoB"), self.a)
+    fake_a = self._run(lambda x: _translate_cyclegan(state, x, "BtoA"), self.b)
+    return {
+      "fake_b": fake_b,
+      "fake_a": fake_a,
+      "rec_a": self._run(lambda x: _translate_cyclegan(state, x, "BtoA"), fake_b),
+      "rec_b": self._run(lambda x: _translate_cyclegan(state, x, "AtoB"), fake_a),
+    }
+
+  def scores(self, state, config=None) -> Scores:
+    del config
+    out = self.translations(state)
+    if self.kind == "paired":
+      return {f"l1_{mode}": (_l1(out[mode], self.targets), None) for mode in ("eval", "paper")}
+    scores = {"cycle_error_a": (_l1(out["rec_a"], self.a), None), "cycle_error_b": (_l1(out["rec_b"], self.b), None)}
+    if self.paired_test:
+      scores["l1_g_vs_true_b"] = (_l1(out["fake_b"], self.b), None)
+      scores["l1_f_vs_true_a"] = (_l1(out["fake_a"], self.a), None)
+    return scores
+
+  def floor(self) -> Scores:
+    """The identity map's errors (None where it has none to compare with)."""
+    if self.kind == "paired":
+      identity = _l1(self.inputs, self.targets) if self.inputs.shape == self.targets.shape else None
+      return {name: (identity, None) for name in self.metric_names}
+    identity = _l1(self.a, self.b) if self.paired_test else None
+    return {name: (None if name.startswith("cycle") else identity, None) for name in self.metric_names}
+
+
+def _l1(x: np.ndarray, y: np.ndarray) -> float:
+  return float(np.mean(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32))))
+
+
+_translate_pix2pix = jax.jit(
+  lambda state, x, train, key: pix2pix.sample(state, x, train=train, key=key), static_argnums=2
+)
+_translate_cyclegan = jax.jit(cyclegan.sample, static_argnames=("direction", "train"))
+
+
 def make_evaluator(
-  cfg: Mapping[str, Any],
+  setup: runs.Setup,
   *,
   metrics: Sequence[str] | None = None,
   classifier_workdir: str | None = None,
@@ -514,13 +630,13 @@ def make_evaluator(
   seed: int = 0,
   with_floor: bool = True,
 ):
-  """The evaluator for a run of any kind (see `ImageEvaluator`, `ToyEvaluator`)."""
-  kind = runs.run_kind(cfg)
-  if kind == runs.TOY:
-    return ToyEvaluator(cfg, metrics=metrics, num_fake=num_fake, seed=seed)
+  """The evaluator for a run of any kind (`ImageEvaluator`, `ToyEvaluator`, `TranslationEvaluator`)."""
+  if setup.kind == "toy":
+    return ToyEvaluator(setup, metrics=metrics, num_fake=num_fake, seed=seed)
+  if setup.kind in ("paired", "unpaired"):
+    return TranslationEvaluator(setup, metrics=metrics, num_fake=num_fake)
   return ImageEvaluator(
-    cfg,
-    kind,
+    setup,
     metrics=metrics,
     classifier_workdir=classifier_workdir,
     inception_weights=inception_weights,
@@ -548,7 +664,7 @@ def evaluate_run(
   """Restores checkpoint ``step`` of the run in ``workdir`` and scores it beside the real-vs-real floor.
 
   Args:
-    workdir: a run of experiments/gan.py, dcgan.py, cgan.py or wgan.py.
+    workdir: a run of any experiment (`jaxgan.recipes.EXPERIMENTS`).
     step: "latest", "best" (checkpoints_best/) or a step number.
     metrics: groups from `METRICS` (None: all that apply; see `ImageEvaluator`).
     classifier_workdir: the dataset's classifier (experiments/train_classifier.py).
@@ -566,13 +682,14 @@ def evaluate_run(
   """
   groups = parse_metrics(metrics)
   step = runs.parse_step(step)
-  cfg = runs.read_flags(workdir)
+  cfg = runs.read_flags(workdir, scripts="an " + recipes.SCRIPTS)
+  setup = recipes.setup(cfg)
   if inception_weights is None:
     from jaxgan.metrics.inception import ENV_VAR
 
     inception_weights = os.environ.get(ENV_VAR) or None
   evaluator = make_evaluator(
-    cfg,
+    setup,
     metrics=groups,
     classifier_workdir=classifier_workdir,
     inception_weights=inception_weights,
@@ -582,9 +699,9 @@ def evaluate_run(
   )
   for note in evaluator.notes:
     logging.info("note: %s", note)
-  run = runs.load_run(workdir, step)
+  run = runs.restore(setup, workdir, step)
   floor = evaluator.floor()
-  per_seed = [(s, evaluator.scores(st, run.config)) for s, st in run.single_states()]
+  per_seed = [(s, evaluator.scores(st, setup.config)) for s, st in run.single_states()]
   records = []
   for name in evaluator.metric_names:
     values = [scores[name] for _, scores in per_seed]
@@ -686,8 +803,7 @@ def write_results(result: Mapping[str, Any], directory: str | None = None) -> tu
 
 
 def training_eval(
-  cfg: Mapping[str, Any],
-  config: steps.StepConfig,
+  setup: runs.Setup,
   *,
   eval_every: int,
   best_metric: str | None,
@@ -707,13 +823,14 @@ def training_eval(
     if best_metric:
       raise ConfigError(f"--best_metric={best_metric} needs --eval_every > 0 (how often to evaluate)")
     return None, None, "min"
-  kind = runs.run_kind(cfg)
-  if kind == runs.TOY:
-    evaluator = ToyEvaluator(cfg, num_fake=num_samples, seed=cfg["seed"])
+  cfg, config = setup.cfg, setup.config
+  if setup.kind == "toy":
+    evaluator = ToyEvaluator(setup, num_fake=num_samples, seed=cfg["seed"])
+  elif setup.kind in ("paired", "unpaired"):
+    evaluator = TranslationEvaluator(setup, num_fake=num_samples)
   else:
     evaluator = ImageEvaluator(
-      cfg,
-      kind,
+      setup,
       classifier_workdir=classifier_workdir,
       num_real=num_samples,
       num_fake=num_samples,

@@ -8,11 +8,12 @@ What lives here:
   ``step``: the K runs advance together, so it stays one scalar and
   `jaxgan.trainer.fit` (resume, logging, checkpoint cadence) and
   `jaxgan.checkpoint` treat a stacked state like any other.
-* :func:`make_multiseed_train_step` -- ``jax.vmap`` of `jaxgan.steps.train_step`
-  over that axis, jitted with the state donated. Run k of the vmapped program
-  computes exactly what ``steps.make_train_step(config)`` computes on state k:
-  each state carries its own base key, so iteration t of seed k uses
-  ``fold_in(key_k, t)`` as in a single-seed run.
+* :func:`seed_axes` -- the vmap axes of a stacked state (0 on every leaf, None
+  on ``step``): `vmap_seeds` maps any step ``(state, batch) -> (state,
+  metrics)`` over them, and `jaxgan.parallel.compile_step(step, seeds=True)`
+  jits the result. Run k of the vmapped program computes exactly what the
+  single-seed step computes on state k: each state carries its own base key,
+  so iteration t of seed k uses ``fold_in(key_k, t)`` as in a single-seed run.
 * :class:`StackedIterator` -- K data iterators (one per seed) yielding batches
   stacked on a leading seed axis, with ``get_state`` / ``set_state`` for
   `jaxgan.trainer.fit`'s resume.
@@ -29,30 +30,55 @@ Equal?") comes for the price of about one run.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxgan import steps
 from jaxgan.errors import ConfigError
 from jaxgan.state import GANState, create_gan_state
 
 __all__ = [
+  "seed_axes",
+  "vmap_seeds",
   "stack_states",
   "unstack_state",
   "num_seeds",
   "create_multiseed_state",
-  "make_multiseed_train_step",
   "flatten_seed_metrics",
   "StackedIterator",
 ]
 
 
-# vmap axes of a stacked GANState: every leaf mapped on axis 0 but the shared iteration counter.
-STATE_AXES = GANState(step=None, key=0, gen=0, disc=0, ema_params=0, extra=0)
+def seed_axes(state: Any) -> Any:
+  """The vmap axes of a stacked ``state``: 0 on every leaf but the shared iteration counter ``step`` (None).
+
+  ``state`` is any state pytree with a ``step`` field (a `GANState`, a
+  CycleGAN state, a researcher's own).
+  """
+  return jax.tree.map(lambda _: 0, state.replace(step=None)).replace(step=None)
+
+
+def vmap_seeds(step_fn: Callable, *, shared_batch: bool = False, flat_metrics: bool = True) -> Callable:
+  """``jax.vmap(step_fn)`` over the seed axis of a stacked state.
+
+  Args:
+    step_fn: ``(state, batch) -> (state, metrics)`` for one seed.
+    shared_batch: False: the batch has a leading seed axis, each run sees its
+      own data stream (independent runs). True: one batch is fed to every
+      seed (e.g. for timing).
+    flat_metrics: scalars (`flatten_seed_metrics`, what `jaxgan.trainer.fit`
+      logs) instead of (K,) arrays.
+  """
+
+  def fn(state, batch):
+    axes = seed_axes(state)
+    batched = jax.vmap(step_fn, in_axes=(axes, None if shared_batch else 0), out_axes=(axes, 0))
+    state, metrics = batched(state, batch)
+    return state, (flatten_seed_metrics(metrics) if flat_metrics else metrics)
+
+  return fn
 
 
 def stack_states(states: Sequence[GANState]) -> GANState:
@@ -110,44 +136,6 @@ def flatten_seed_metrics(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
     for k in range(value.shape[0]):
       out[f"{name}/seed{k}"] = value[k]
   return out
-
-
-def make_multiseed_train_step(
-  config: steps.StepConfig,
-  *,
-  shared_batch: bool = False,
-  flat_metrics: bool = False,
-  state_sharding: Any = None,
-  batch_sharding: Any = None,
-):
-  """``jax.vmap(train_step)`` over the seed axis, jitted, the stacked state donated.
-
-  Args:
-    config: the step settings, shared by all seeds.
-    shared_batch: False (default): the batch has a leading seed axis, each run
-      sees its own data stream -- independent runs. True: one batch (with the
-      usual leading n_critic axis) is fed to every seed, e.g. for timing.
-    flat_metrics: return scalars (`flatten_seed_metrics`) instead of (K,)
-      arrays, as `jaxgan.trainer.fit` expects.
-    state_sharding, batch_sharding: as in `jaxgan.steps.make_train_step`
-      (replicated state, batch split over the data mesh along its batch axis,
-      which is axis 2 of a stacked batch).
-
-  Returns:
-    ``step(stacked_state, batch) -> (stacked_state, metrics)``.
-  """
-  single = functools.partial(steps.train_step, config=config)
-  batched = jax.vmap(single, in_axes=(STATE_AXES, None if shared_batch else 0), out_axes=(STATE_AXES, 0))
-
-  def fn(state, batch):
-    state, metrics = batched(state, batch)
-    return state, (flatten_seed_metrics(metrics) if flat_metrics else metrics)
-
-  if state_sharding is None:
-    return jax.jit(fn, donate_argnums=0)
-  return jax.jit(
-    fn, donate_argnums=0, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None)
-  )
 
 
 class StackedIterator:

@@ -1,4 +1,11 @@
-"""Data parallelism with `jax.jit` over a 1-D device mesh, on one host or many.
+"""Data parallelism with `jax.jit` over a 1-D device mesh, on one host or many; `compile_step` for any step.
+
+`compile_step(step_fn, mesh=..., seeds=...)` turns any pure step
+``(state, batch) -> (state, metrics)`` -- a family's ``train_step`` with its
+config bound, or a researcher's own -- into the compiled step
+`jaxgan.trainer.fit` drives: ``jax.jit`` with the state donated, the state
+replicated and the batch split over the mesh, and with ``seeds=True`` K
+independent runs vmapped over a stacked state (`jaxgan.multiseed`).
 
 The state is replicated over the mesh and every batch is split along its batch
 axis over the ``data`` axis; XLA inserts the gradient all-reduce. BatchNorm
@@ -16,6 +23,8 @@ assembles the global array without moving data between hosts.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -24,6 +33,7 @@ from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgan import multiseed
 from jaxgan.errors import ConfigError
 
 DATA_AXIS = "data"
@@ -181,3 +191,72 @@ def host_local_to_global(local_batch: Any, mesh: Mesh, batch_axis: int = 0) -> A
     return jax.make_array_from_process_local_data(sharding, x, tuple(global_shape))
 
   return jax.tree.map(assemble, local_batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledStep:
+  """A jitted ``(state, batch) -> (state, metrics)`` with where its inputs go.
+
+  Attributes:
+    fn: the jitted function (call the object itself).
+    mesh: the data mesh its shardings use (None: jit's default placement).
+    batch_axis: the batch axis of the batches it takes (after any seed axis),
+      which `jaxgan.trainer.fit` splits over the mesh.
+    seeds: whether it maps over a stacked multi-seed state.
+  """
+
+  fn: Callable
+  mesh: Mesh | None
+  batch_axis: int
+  seeds: bool
+
+  def __call__(self, state, batch):
+    return self.fn(state, batch)
+
+  def lower(self, state, batch):
+    """``jax.jit(...).lower``: for ahead-of-time compilation and cost analysis."""
+    return self.fn.lower(state, batch)
+
+
+def compile_step(
+  step_fn: Callable,
+  *,
+  mesh: Mesh | None = None,
+  batch_axis: int = 1,
+  seeds: bool = False,
+  shared_batch: bool = False,
+  flat_metrics: bool = True,
+  donate: bool = True,
+) -> CompiledStep:
+  """jit + donation + mesh sharding + K-seed vmapping for any step ``(state, batch) -> (state, metrics)``.
+
+  Args:
+    step_fn: the pure step, e.g. ``functools.partial(gan.train_step, config=config)``.
+    mesh: a data mesh (`make_data_mesh`): the state is replicated over it and
+      every batch split along ``batch_axis`` over its ``data`` axis; XLA adds
+      the gradient all-reduce. None: no shardings (one device).
+    batch_axis: the batch axis of one seed's batch (1 for the GAN family's
+      batches with a leading n_critic axis, 0 for Pix2Pix / CycleGAN).
+    seeds: the state is a stack of K runs (`jaxgan.multiseed.stack_states`):
+      the step is vmapped over `jaxgan.multiseed.seed_axes` (batches then carry
+      a leading seed axis unless ``shared_batch``).
+    shared_batch, flat_metrics: see `jaxgan.multiseed.vmap_seeds`.
+    donate: donate the state's buffers to the output (the caller must not use
+      the input state afterwards).
+
+  Returns:
+    A `CompiledStep`; `jaxgan.trainer.fit` reads its mesh and batch axis.
+  """
+  fn = multiseed.vmap_seeds(step_fn, shared_batch=shared_batch, flat_metrics=flat_metrics) if seeds else step_fn
+  axis = batch_axis + (1 if seeds and not shared_batch else 0)
+  donate_argnums = (0,) if donate else ()
+  if mesh is None:
+    jitted = jax.jit(fn, donate_argnums=donate_argnums)
+  else:
+    jitted = jax.jit(
+      fn,
+      donate_argnums=donate_argnums,
+      in_shardings=(replicated(mesh), batch_sharded(mesh, axis)),
+      out_shardings=(replicated(mesh), None),
+    )
+  return CompiledStep(fn=jitted, mesh=mesh, batch_axis=axis, seeds=seeds)

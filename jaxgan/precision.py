@@ -10,8 +10,6 @@ What lives here:
   float32) and ``"bfloat16"`` (bf16 compute, float32 params, float32 outputs).
 * :func:`apply_policy` -- a copy of a flax module with the policy's
   ``dtype`` / ``param_dtype`` (every jaxgan model has both attributes).
-* :func:`define_precision_flag` / :func:`precision_flag` -- the opt-in
-  ``--precision=float32|bfloat16`` flag for the entry points in ``experiments/``.
 
 The scheme is the usual mixed-precision recipe of Micikevicius et al. (2018),
 "Mixed Precision Training", with bfloat16 (Kalamkar et al., 2019, "A Study of
@@ -34,7 +32,7 @@ import jax.numpy as jnp
 
 from jaxgan.errors import ConfigError
 
-__all__ = ["Policy", "POLICIES", "get_policy", "apply_policy", "define_precision_flag", "precision_flag"]
+__all__ = ["Policy", "POLICIES", "get_policy", "apply_policy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,25 +84,3 @@ def apply_policy(module, policy: Policy | str):
       f"{type(module).__name__} has no dtype/param_dtype attributes: it cannot follow a precision policy"
     )
   return module.clone(dtype=policy.compute_dtype, param_dtype=policy.param_dtype)
-
-
-def define_precision_flag(default: str = DEFAULT_PRECISION) -> None:
-  """Defines ``--precision`` (call once, next to `jaxgan.cli.define_common_flags`)."""
-  from absl import flags
-
-  flags.DEFINE_enum(
-    "precision",
-    default,
-    list(POLICIES),
-    "Compute dtype: float32, or bfloat16 compute with float32 parameters, optimiser state and losses.",
-  )
-
-
-def precision_flag() -> Policy:
-  """The `Policy` chosen by ``--precision`` (float32 when the entry point did not define the flag)."""
-  from absl import flags
-
-  values = flags.FLAGS
-  if "precision" not in values:
-    return POLICIES[DEFAULT_PRECISION]
-  return get_policy(values.precision)

@@ -189,6 +189,34 @@ def _to_python(value: Any) -> Any:
   return float(value)
 
 
+_NET_NAMES = {"d": "discriminator", "g": "generator"}
+
+
+def check_metrics(metrics: dict) -> None:
+  """The metrics contract of a train step (see `jaxgan.steps`): a boolean ``finite`` flag must be there.
+
+  Raises `ConfigError` otherwise: a step without it would silently disable the NaN guard.
+  """
+  if "finite" not in metrics:
+    raise ConfigError(
+      f"the train step's metrics have no 'finite' flag (they have: {', '.join(sorted(metrics)) or 'nothing'}): "
+      "return metrics['finite'] = all losses and gradients finite (jaxgan.steps.finite_flag of the updates' "
+      "*_finite flags), so the trainer can stop on NaN"
+    )
+  if np.dtype(getattr(metrics["finite"], "dtype", np.float32)) != np.bool_:
+    raise ConfigError(f"metrics['finite'] must be a boolean flag, got dtype {metrics['finite'].dtype}")
+
+
+def nonfinite_networks(metrics: dict) -> list[str]:
+  """The networks whose ``{name}_finite`` flag is False ("discriminator", "generator", or the name itself)."""
+  names = [
+    _NET_NAMES.get(k[: -len("_finite")], k[: -len("_finite")])
+    for k, v in metrics.items()
+    if k.endswith("_finite") and not bool(v)
+  ]
+  return names or ["a network"]
+
+
 def read_best(workdir: str) -> dict | None:
   """The meta of the best checkpoint in ``workdir/checkpoints_best`` (None when there is none).
 
@@ -252,7 +280,7 @@ def fit(
   config: TrainerConfig,
   run_flags: dict | None = None,
   mesh=None,
-  batch_axis: int = 1,
+  batch_axis: int | None = None,
   sample_hook: Callable[[Any, int], None] | None = None,
   eval_fn: Callable[[Any, int], dict] | None = None,
   best_metric: str | None = None,
@@ -268,8 +296,10 @@ def fit(
     data: iterator of batch dicts with ``get_state()`` / ``set_state(dict)``.
     config: `TrainerConfig`.
     run_flags: the resolved flags, saved with every checkpoint and in flags.json.
-    mesh: a data mesh (default: all devices); the state is replicated over it.
-    batch_axis: the batch axis of the arrays the iterator yields (1 when they
+    mesh: a data mesh; the state is replicated over it (default: the mesh of
+      a `jaxgan.parallel.CompiledStep`, else all devices).
+    batch_axis: the batch axis of the arrays the iterator yields (default: the
+      `CompiledStep`'s, else 1; 1 when they
       carry a leading n_critic axis).
     sample_hook: called as ``sample_hook(state, step)`` every ``sample_every``
       iterations and at the end.
@@ -292,7 +322,10 @@ def fit(
   primary = jax.process_index() == 0
   # ---------------------------------------------------------------- workdir, mesh, checkpoint
   workdir = prepare_workdir(config.workdir)
-  mesh = mesh if mesh is not None else parallel.make_data_mesh()
+  if mesh is None:
+    mesh = getattr(train_step, "mesh", None) or parallel.make_data_mesh()
+  if batch_axis is None:
+    batch_axis = getattr(train_step, "batch_axis", 1)
   signature = checkpoint_lib.model_signature(name, state)
   # Placed before restoring, so the checkpoint is read straight into the replicated sharding.
   state = parallel.put_replicated(state, mesh)
@@ -398,13 +431,11 @@ def fit(
     pending = []
     skipped = []
     for s, m in zip(steps_done, host):
-      if not bool(m.get("finite", True)):
+      if not bool(m["finite"]):
         if skip_nonfinite:
           skipped.append(s)
           continue
-        nets = [
-          net for net, key in (("discriminator", "d_finite"), ("generator", "g_finite")) if not bool(m.get(key, True))
-        ] or ["a network"]
+        nets = nonfinite_networks(m)
         bad = {k: _to_python(v) for k, v in m.items()}
         if primary:
           checkpoint_lib.dump_json(os.path.join(workdir, NONFINITE_FILE), {"step": s, **bad})
@@ -414,7 +445,9 @@ def fit(
           else "no checkpoint was written"
         )
         also = (
-          " (and then in the generator's, which trains against it)" if nets == ["discriminator", "generator"] else ""
+          " (and then in the generator's, which trains against it)"
+          if nets[:2] == ["discriminator", "generator"]
+          else ""
         )
         raise NonFiniteError(
           f"NaN/Inf in the {nets[0]} loss or gradients at iteration {s}{also}: training stopped, "
@@ -425,8 +458,8 @@ def fit(
     kept = [m for s, m in zip(steps_done, host) if s not in skipped]
     means = {
       k: float(np.mean([_to_python(m[k]) for m in kept]))
-      for k in (kept[-1] if kept else {})
-      if k not in ("finite", "d_finite", "g_finite")
+      for k, v in (kept[-1] if kept else {}).items()
+      if np.asarray(v).dtype != np.bool_
     }
     now = time.perf_counter()
     rate = (step - step_last) / max(now - t_last, 1e-9)
@@ -455,6 +488,8 @@ def fit(
     while step < config.num_steps:
       batch = parallel.put_batch(next(data), mesh, batch_axis)
       state, metrics = train_step(state, batch)
+      if step == start_step:
+        check_metrics(metrics)
       step += 1
       pending.append((step, metrics))
       at_end = step == config.num_steps

@@ -83,6 +83,11 @@ def loss_curves(metrics_path: str, path: str, keys: Sequence[str] = ("d_loss", "
   return _save(fig, path)
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """float [-1, 1] -> uint8 [0, 255] (rounded, clipped)."""
+  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
 def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1) -> np.ndarray:
   """Tiles (N, H, W, C) images in [-1, 1] into one uint8 (H', W', C) image."""
   images = np.asarray(images, np.float32)
@@ -95,7 +100,7 @@ def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1) -> np.
   for i in range(n):
     r, col = divmod(i, cols)
     grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = images[i]
-  return np.clip(np.round((grid + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  return to_uint8(grid)
 
 
 def save_image_grid(path: str, images: np.ndarray, rows: int | None = None, scale: int = 1) -> str:
@@ -108,6 +113,18 @@ def save_image_grid(path: str, images: np.ndarray, rows: int | None = None, scal
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   Image.fromarray(grid).save(path)
   return path
+
+
+def strip_image(path: str, columns: Sequence[np.ndarray], scale: int = 1) -> str:
+  """Saves a grid whose row i is (columns[0][i] | columns[1][i] | ...), images in [-1, 1].
+
+  Gray columns are shown as RGB next to RGB ones (e.g. input | output | target strips).
+  """
+  channels = max(c.shape[-1] for c in columns)
+  cols = [np.asarray(c, np.float32) for c in columns]
+  cols = [np.repeat(c, 3, axis=-1) if c.shape[-1] == 1 and channels == 3 else c for c in cols]
+  tiles = np.stack(cols, axis=1).reshape((-1,) + cols[0].shape[1:])
+  return save_image_grid(path, tiles, rows=len(cols[0]), scale=scale)
 
 
 def mode_histogram(path: str, counts: Iterable[int], title: str = "") -> str:

@@ -38,7 +38,6 @@ device(s) ahead of time.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import pathlib
 from collections.abc import Iterator
@@ -47,10 +46,19 @@ from typing import Any
 import grain
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
-from PIL import Image
 
-from jaxgan.errors import JaxganError
+from jaxgan.data import stacked
+from jaxgan.data.sources import (
+  DATASETS,
+  ArraySource,
+  DataError,
+  DatasetNotPreparedError,
+  ImageFolderSource,
+  ImageSource,
+  Preset,
+  TFDSSource,
+  first_line,
+)
 
 __all__ = [
   "DATASETS",
@@ -71,268 +79,6 @@ __all__ = [
 _ASSETS = pathlib.Path(__file__).parent / "assets"
 _DIGITS_TRAIN = 1500  # digits: first 1500 examples are "train", last 297 "test".
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-class DataError(JaxganError, ValueError):
-  """A dataset cannot be found, opened or converted as requested."""
-
-
-class DatasetNotPreparedError(DataError):
-  """A TFDS dataset is registered but not prepared in the given data_dir."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-  """A named dataset: where it comes from and its default geometry.
-
-  Attributes:
-    tfds_name: TFDS name, or None for the vendored ``digits``.
-    image_size: default square output size (None: native size).
-    crop: center-crop size applied before resizing (None: none).
-  """
-
-  tfds_name: str | None
-  image_size: int | None = None
-  crop: int | None = None
-
-
-DATASETS: dict[str, Preset] = {
-  "digits": Preset(None),  # 8x8x1, vendored, offline.
-  "mnist": Preset("mnist"),  # 28x28x1
-  "fashion_mnist": Preset("fashion_mnist"),  # 28x28x1
-  "cifar10": Preset("cifar10"),  # 32x32x3
-  "svhn_cropped": Preset("svhn_cropped"),  # 32x32x3
-  "celeb_a": Preset("celeb_a", image_size=64, crop=108),  # DCGAN convention.
-}
-
-
-# --------------------------------------------------------------------------
-# Sources.
-
-
-class ImageSource:
-  """Random-access uint8 images (and labels), with crop/resize/channels applied.
-
-  Subclasses implement ``__len__`` and ``_raw(index) -> (image, label)``.
-
-  Attributes:
-    name: what the source was made from.
-    images_shape: ``(H, W, C)`` of every returned image.
-    num_classes: number of label classes, or None when there are no labels.
-  """
-
-  def __init__(
-    self,
-    name: str,
-    native_shape: tuple,
-    num_classes: int | None,
-    *,
-    image_size: int | None = None,
-    crop: int | None = None,
-    channels: int | None = None,
-    convert_channels: bool = False,
-  ):
-    self.name = name
-    self.num_classes = num_classes
-    h, w, c = native_shape
-    if channels is None:
-      channels = c
-    if c not in (1, 3) or channels not in (1, 3):
-      raise DataError(f"{name}: only 1 or 3 channels are supported (images have {c}, requested {channels})")
-    if channels != c and not convert_channels:
-      raise DataError(
-        f"{name}: images have {c} channel(s) but channels={channels} "
-        "was requested; pass convert_channels=True to convert "
-        "(gray->RGB repeats the channel, RGB->gray takes luma)"
-      )
-    if crop is not None and h is not None and w is not None:
-      h, w = min(crop, h), min(crop, w)
-    if image_size is not None:
-      h = w = image_size
-    if h is None or w is None:
-      raise DataError(f"{name}: images have no fixed size; pass image_size=")
-    self.images_shape = (h, w, channels)
-    self._crop, self._image_size, self._channels = crop, image_size, channels
-
-  def __len__(self) -> int:
-    raise NotImplementedError
-
-  def _raw(self, index: int) -> tuple[np.ndarray, Any]:
-    raise NotImplementedError
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    """Returns ``{"image": uint8 images_shape, "label": int32 ()}``."""
-    if not -len(self) <= index < len(self):
-      raise IndexError(f"index {index} out of range for {len(self)} examples")
-    image, label = self._raw(int(index) % len(self))
-    example = {"image": self._transform(np.asarray(image))}
-    if self.num_classes is not None:
-      example["label"] = np.int32(label)
-    return example
-
-  def _transform(self, image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-      image = image[..., None]
-    if self._crop is not None:
-      image = _center_crop(image, self._crop, self._crop)
-    if self._image_size is not None and image.shape[:2] != self.images_shape[:2]:
-      side = min(image.shape[:2])
-      image = _center_crop(image, side, side)
-      pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-      pil = pil.resize((self._image_size, self._image_size), Image.Resampling.BILINEAR)
-      image = np.asarray(pil).reshape(self._image_size, self._image_size, -1)
-    if image.shape[-1] != self._channels:
-      if self._channels == 3:
-        image = np.repeat(image, 3, axis=-1)
-      else:
-        image = np.asarray(Image.fromarray(image).convert("L"))[..., None]
-    return np.ascontiguousarray(image, dtype=np.uint8)
-
-  def __repr__(self) -> str:
-    return (
-      f"{type(self).__name__}({self.name!r}, n={len(self)}, "
-      f"images_shape={self.images_shape}, num_classes={self.num_classes})"
-    )
-
-
-def _center_crop(image: np.ndarray, ch: int, cw: int) -> np.ndarray:
-  h, w = image.shape[:2]
-  top, left = max(0, round((h - ch) / 2)), max(0, round((w - cw) / 2))
-  return image[top : top + ch, left : left + cw]
-
-
-class ArraySource(ImageSource):
-  """In-memory uint8 images (N, H, W, C) or (N, H, W), optional int labels (N,)."""
-
-  def __init__(
-    self, name: str, images: np.ndarray, labels: np.ndarray | None = None, num_classes: int | None = None, **kwargs
-  ):
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
-      raise DataError(f"{name}: images must be uint8 NHWC or NHW, got {images.dtype} {images.shape}")
-    if images.ndim == 3:
-      images = images[..., None]
-    if len(images) == 0:
-      raise DataError(f"{name}: no images")
-    if labels is not None:
-      labels = np.asarray(labels)
-      if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{name}: labels must be integers shaped ({len(images)},), got {labels.dtype} {labels.shape}")
-      if num_classes is None:
-        num_classes = int(labels.max()) + 1
-    self._images, self._labels = images, labels
-    super().__init__(name, images.shape[1:], num_classes if labels is not None else None, **kwargs)
-
-  def __len__(self) -> int:
-    return len(self._images)
-
-  def _raw(self, index):
-    return self._images[index], None if self._labels is None else self._labels[index]
-
-
-class ImageFolderSource(ImageSource):
-  """PNG/JPEG files of one size, decoded lazily with Pillow.
-
-  If ``root`` holds image files directly they are the (unlabelled) dataset.
-  Otherwise each subfolder (sorted by name) is a class, labelled 0, 1, ...
-  in that order, holding images anywhere below it.  Images are read as
-  grayscale when all of them are grayscale, else as RGB (alpha dropped).
-  """
-
-  def __init__(self, root: str | os.PathLike, **kwargs):
-    root = pathlib.Path(root)
-    direct = _image_files(root, recursive=False)
-    if direct:
-      files, labels, self.class_names = direct, None, None
-    else:
-      classes = [(d.name, _image_files(d, recursive=True)) for d in sorted(root.iterdir()) if d.is_dir()]
-      classes = [(n, f) for n, f in classes if f]
-      self.class_names = [n for n, _ in classes]
-      files = [p for _, f in classes for p in f]
-      labels = [i for i, (_, f) in enumerate(classes) for _ in f]
-    if not files:
-      raise DataError(
-        f"image folder {root} has no {'/'.join(_IMAGE_SUFFIXES)} images (directly or in class subfolders)"
-      )
-    sizes, gray = {}, True
-    for path in files:
-      with Image.open(path) as im:
-        sizes.setdefault(im.size, path)
-        gray &= im.mode in ("1", "L", "LA")
-    if len(sizes) > 1:
-      (s0, p0), (s1, p1) = list(sizes.items())[:2]
-      raise DataError(
-        f"image folder {root} mixes image sizes: {p0.name} is "
-        f"{s0[1]}x{s0[0]} but {p1.name} is {s1[1]}x{s1[0]}; "
-        "all images must have the same size"
-      )
-    ((w, h),) = sizes
-    self._files, self._labels, self._mode = files, labels, "L" if gray else "RGB"
-    super().__init__(str(root), (h, w, 1 if gray else 3), None if labels is None else len(self.class_names), **kwargs)
-
-  def __len__(self) -> int:
-    return len(self._files)
-
-  def _raw(self, index):
-    with Image.open(self._files[index]) as im:
-      image = np.asarray(im.convert(self._mode))
-    return image, None if self._labels is None else self._labels[index]
-
-
-def _image_files(folder: pathlib.Path, recursive: bool) -> list[pathlib.Path]:
-  paths = folder.rglob("*") if recursive else folder.iterdir()
-  return sorted(p for p in paths if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
-
-
-class TFDSSource(ImageSource):
-  """A TFDS image dataset read with ``tfds.data_source`` (no TensorFlow needed)."""
-
-  def __init__(self, name: str, split: str = "train", data_dir: str | None = None, **kwargs):
-    try:
-      builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError:
-      raise DataError(
-        f"unknown dataset {name!r}: not a preset ({', '.join(DATASETS)}), "
-        "not a .npz file or image folder, and not a registered TFDS dataset "
-        "name (any TFDS image dataset name works)"
-      ) from None
-    except ValueError as e:  # e.g. an unknown config or version.
-      raise DataError(f"cannot open TFDS dataset {name!r}: {_first_line(e)}") from e
-    features = builder.info.features
-    image = features["image"] if "image" in features else None
-    if not isinstance(image, tfds.features.Image) or image.np_dtype != np.uint8:
-      raise DataError(f"TFDS dataset {name!r} has no uint8 'image' feature (features: {', '.join(features)})")
-    label = features["label"] if "label" in features else None
-    try:
-      self._data = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # tfds raises a variety of types here.
-      if not builder.is_prepared():
-        raise DatasetNotPreparedError(
-          f"TFDS dataset {name!r} is not prepared at {builder.data_dir}; preparing "
-          "it needs network access and `pip install tensorflow`, then: tfds build "
-          f"{name} --data_dir={builder.data_dir_root} --file_format=array_record"
-        ) from e
-      raise DataError(
-        f"cannot open TFDS dataset {name!r} split {split!r} at "
-        f"{builder.data_dir} (random access needs the array_record "
-        f"format): {_first_line(e)}"
-      ) from e
-    num_classes = getattr(label, "num_classes", None) if label is not None else None
-    if label is not None and num_classes is None:
-      raise DataError(f"TFDS dataset {name!r}: 'label' is not a ClassLabel")
-    super().__init__(name, image.shape, num_classes, **kwargs)
-
-  def __len__(self) -> int:
-    return len(self._data)
-
-  def _raw(self, index):
-    example = self._data[index]
-    return example["image"], example.get("label")
-
-
-def _first_line(error: Exception) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
 
 
 def make_source(
@@ -378,10 +124,8 @@ def make_source(
     with np.load(_ASSETS / "digits.npz") as z:
       part = slice(None, _DIGITS_TRAIN) if split == "train" else slice(_DIGITS_TRAIN, None)
       return ArraySource("digits", z["images"][part], z["labels"][part], 10, **kwargs)
-  if name.startswith("stacked_") and not is_file_source:  # Stacked MNIST and friends.
-    from jaxgan.data import stacked  # stacked.py imports this module.
-
-    return stacked.make_stacked_source(name, split, data_dir, **kwargs)
+  if name.startswith(stacked.STACKED_PREFIX) and not is_file_source:  # Stacked MNIST and friends.
+    return _stacked_source(name, split, data_dir, **kwargs)
   if is_file_source and name.endswith(".npz"):
     if not os.path.isfile(name):
       raise DataError(f"npz file {name} does not exist")
@@ -395,12 +139,59 @@ def make_source(
   return TFDSSource(preset.tfds_name, split, data_dir, **kwargs)
 
 
+def _stacked_source(
+  name: str,
+  split: str = "train",
+  data_dir: str | None = None,
+  *,
+  seed: int = 0,
+  length: int | None = None,
+  **kwargs: Any,
+) -> stacked.StackedSource:
+  """Opens ``stacked_<base>``: ``<base>``'s ``split`` stacked three times (`jaxgan.data.stacked.StackedSource`).
+
+  Args:
+    name: ``stacked_<base>`` where ``<base>`` is any name
+      `jaxgan.data.images.make_source` accepts that gives 1-channel labelled
+      images (``stacked_mnist``, ``stacked_fashion_mnist``, ``stacked_digits``).
+    split: the base's split (``train`` / ``test`` map to the base's own).
+    data_dir: TFDS data directory of the base.
+    seed, length: as `jaxgan.data.stacked.StackedSource`.
+    **kwargs: ``image_size``, ``crop``, ``channels``, ``convert_channels``
+      for the stacked image (the base is read at its native size).
+
+  Raises:
+    DataError: not a stacked name, the base cannot be opened (one line naming
+      the base), or the base is not grayscale / not labelled.
+    DatasetNotPreparedError: the TFDS base dataset is not prepared.
+  """
+  base = stacked.base_name(name)
+  if base is None:
+    raise DataError(
+      f"{name!r} is not a stacked dataset name: use {stacked.STACKED_PREFIX}<base>, e.g. stacked_mnist or "
+      "stacked_digits"
+    )
+  if stacked.base_name(base) is not None:
+    raise DataError(f"{name}: the base dataset {base} is itself stacked; use a grayscale base")
+  try:
+    source = make_source(base, split, data_dir)
+  except DataError as e:
+    # Same type (DatasetNotPreparedError stays one), one line, naming the stacked dataset.
+    raise type(e)(f"{name}: cannot open the base dataset {base!r}: {first_line(e)}") from e
+  return stacked.StackedSource(source, seed=seed, length=length, name=name, **kwargs)
+
+
 # --------------------------------------------------------------------------
 # Batching.
 
 
+def to_float(images: np.ndarray) -> np.ndarray:
+  """uint8 [0, 255] -> float32 [-1, 1], the range every model and metric works in."""
+  return np.asarray(images, np.float32) / np.float32(127.5) - 1.0
+
+
 def _to_float(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  out = dict(batch, image=batch["image"].astype(np.float32) / np.float32(127.5) - 1.0)
+  out = dict(batch, image=to_float(batch["image"]))
   if "label" in out:
     out["label"] = out["label"].astype(np.int32)
   return out

@@ -27,7 +27,7 @@ Iterators (checkpointable, for :func:`jaxgan.trainer.fit`):
 
 The input pipeline itself is deterministic: the random jitter (resize, random
 crop, mirror) of both papers happens inside the jitted train steps of
-:mod:`jaxgan.image2image`, keyed by ``fold_in(state.key, state.step)``.
+`jaxgan.families.pix2pix` / ``cyclegan`` (`jaxgan.augment`), keyed by ``fold_in(state.key, state.step)``.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ What lives here:
   channels are the base images ``base[a_i]``, ``base[b_i]``, ``base[c_i]``,
   labelled ``(y(a_i) * K + y(b_i)) * K + y(c_i)`` for a base with K classes,
   i.e. ``100 a + 10 b + c`` over 1,000 classes for the 10 digit classes.
-* :func:`make_stacked_source` -- what ``jaxgan.data.images.make_source`` calls
-  for the names ``stacked_<base>`` (``stacked_mnist``: 28x28x3,
-  ``stacked_digits``: 8x8x3, offline); :func:`base_name` -- ``<base>`` of such
-  a name.
+* :func:`base_name` -- ``<base>`` of a name ``stacked_<base>``;
+  ``jaxgan.data.images.make_source`` opens such names (``stacked_mnist``:
+  28x28x3, ``stacked_digits``: 8x8x3, offline) as a `StackedSource` over the
+  base dataset.
 
 This is the mode-collapse benchmark of Metz et al., 2017 ("Unrolled Generative
 Adversarial Networks", ICLR), used by Srivastava et al., 2017 (VEEGAN, NeurIPS)
@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxgan.data import images as images_lib
+from jaxgan.data.sources import DataError, ImageSource
 
-__all__ = ["DEFAULT_MIN_LENGTH", "STACKED_PREFIX", "StackedSource", "base_name", "make_stacked_source"]
+__all__ = ["DEFAULT_MIN_LENGTH", "STACKED_PREFIX", "StackedSource", "base_name"]
 
 STACKED_PREFIX = "stacked_"
 DEFAULT_MIN_LENGTH = 60_000  # The size of the MNIST training set; see the module docstring.
@@ -56,11 +56,6 @@ def base_name(name: str) -> str | None:
   return None
 
 
-def _first_line(error: Exception) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
-
-
 def _index_maps(base_len: int, length: int, seed: int) -> np.ndarray:
   """(3, length) int64: per channel, independent permutations of range(base_len), concatenated."""
   rng = np.random.default_rng(seed)
@@ -70,7 +65,7 @@ def _index_maps(base_len: int, length: int, seed: int) -> np.ndarray:
   ).astype(np.int64)
 
 
-class StackedSource(images_lib.ImageSource):
+class StackedSource(ImageSource):
   """RGB images whose three channels are three independently drawn images of ``base``.
 
   Example ``i`` is ``{"image": concat(base[a_i], base[b_i], base[c_i]) along
@@ -87,7 +82,7 @@ class StackedSource(images_lib.ImageSource):
 
   def __init__(
     self,
-    base: images_lib.ImageSource,
+    base: ImageSource,
     *,
     seed: int = 0,
     length: int | None = None,
@@ -113,20 +108,20 @@ class StackedSource(images_lib.ImageSource):
     """
     name = name or f"{STACKED_PREFIX}{base.name}"
     if base.images_shape[-1] != 1:
-      raise images_lib.DataError(
+      raise DataError(
         f"{name}: the base dataset {base.name} has {base.images_shape[-1]}-channel images; stacking needs "
         "grayscale (1-channel) images, e.g. mnist, fashion_mnist or digits"
       )
     if base.num_classes is None:
-      raise images_lib.DataError(
+      raise DataError(
         f"{name}: the base dataset {base.name} has no labels; stacking needs "
         "labelled images (the stacked label is made of the three base labels)"
       )
     if len(base) == 0:
-      raise images_lib.DataError(f"{name}: the base dataset {base.name} is empty")
+      raise DataError(f"{name}: the base dataset {base.name} is empty")
     length = max(len(base), DEFAULT_MIN_LENGTH) if length is None else int(length)
     if length < 1:
-      raise images_lib.DataError(f"{name}: length must be >= 1, got {length}")
+      raise DataError(f"{name}: length must be >= 1, got {length}")
     self.base, self.seed, self.base_num_classes = base, int(seed), int(base.num_classes)
     self.indices = _index_maps(len(base), length, self.seed)
     h, w, _ = base.images_shape
@@ -155,44 +150,3 @@ class StackedSource(images_lib.ImageSource):
     label = np.asarray(label)
     k = self.base_num_classes
     return np.stack([label // k**2, (label // k) % k, label % k], axis=-1)
-
-
-def make_stacked_source(
-  name: str,
-  split: str = "train",
-  data_dir: str | None = None,
-  *,
-  seed: int = 0,
-  length: int | None = None,
-  **kwargs: Any,
-) -> StackedSource:
-  """Opens ``stacked_<base>``: ``<base>``'s ``split`` stacked three times (see `StackedSource`).
-
-  Args:
-    name: ``stacked_<base>`` where ``<base>`` is any name
-      `jaxgan.data.images.make_source` accepts that gives 1-channel labelled
-      images (``stacked_mnist``, ``stacked_fashion_mnist``, ``stacked_digits``).
-    split: the base's split (``train`` / ``test`` map to the base's own).
-    data_dir: TFDS data directory of the base.
-    seed, length: as `StackedSource`.
-    **kwargs: ``image_size``, ``crop``, ``channels``, ``convert_channels``
-      for the stacked image (the base is read at its native size).
-
-  Raises:
-    DataError: not a stacked name, the base cannot be opened (one line naming
-      the base), or the base is not grayscale / not labelled.
-    DatasetNotPreparedError: the TFDS base dataset is not prepared.
-  """
-  base = base_name(name)
-  if base is None:
-    raise images_lib.DataError(
-      f"{name!r} is not a stacked dataset name: use {STACKED_PREFIX}<base>, e.g. stacked_mnist or stacked_digits"
-    )
-  if base_name(base) is not None:
-    raise images_lib.DataError(f"{name}: the base dataset {base} is itself stacked; use a grayscale base")
-  try:
-    source = images_lib.make_source(base, split, data_dir)
-  except images_lib.DataError as e:
-    # Same type (DatasetNotPreparedError stays one), one line, naming the stacked dataset.
-    raise type(e)(f"{name}: cannot open the base dataset {base!r}: {_first_line(e)}") from e
-  return StackedSource(source, seed=seed, length=length, name=name, **kwargs)

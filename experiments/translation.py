@@ -1,28 +1,29 @@
-"""Helpers shared by ``experiments/pix2pix.py`` and ``experiments/cyclegan.py``.
+"""What ``experiments/pix2pix.py`` and ``experiments/cyclegan.py`` share: their flags and the translate mode.
 
-* `strip_image`: rows of (input | output | target ...) images as one PNG.
-* `batched`: runs a jitted image function over an array in fixed-size chunks.
-* `restore_for_inference`: the newest checkpoint of a workdir, for ``--mode=translate``.
-* `check_outputs` / `write_translations`: writes translated images as PNGs, never overwriting files.
-* `define_i2i_flags`: the flags both programs share.
+* `define_flags`: the flags both programs share (mode, PatchGAN, Adam and its
+  decay, jitter, strips, evaluation and translation folders).
+* `require_checkpoint` / `load_for_translation`: the trained run of a
+  workdir, rebuilt from its flags.json (`jaxgan.recipes.load_run`), for
+  ``--mode=translate``.
+* `check_outputs` / `write_translations`: translated images as PNGs, never
+  overwriting files.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from absl import flags
 from PIL import Image
 
-from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import image2image, viz
+from jaxgan import augment, checkpoint, recipes, runs, trainer, viz
 from jaxgan.errors import CheckpointError, ConfigError
 from jaxgan.models.pix2pix import PATCH_SIZES
 
 
-def define_i2i_flags(*, num_strip: int, flip_help: str, eval_what: str) -> None:
+def define_flags(*, num_strip: int, flip_help: str, eval_what: str) -> None:
   """The flags pix2pix.py and cyclegan.py share: mode, PatchGAN, Adam and its decay, jitter, strips,
   evaluation and translation folders. ``eval_what`` names what the evaluation counts (e.g. "pairs")."""
   flags.DEFINE_enum("mode", "train", ["train", "translate"], "train, or translate --input_dir with the checkpoint.")
@@ -39,7 +40,7 @@ def define_i2i_flags(*, num_strip: int, flip_help: str, eval_what: str) -> None:
   flags.DEFINE_enum(
     "jitter_method",
     "bilinear",
-    list(image2image.JITTER_METHODS),
+    list(augment.JITTER_METHODS),
     "Jitter resize interpolation (nearest keeps binary images crisp).",
   )
   flags.DEFINE_bool("flip", True, flip_help)
@@ -51,61 +52,21 @@ def define_i2i_flags(*, num_strip: int, flip_help: str, eval_what: str) -> None:
   flags.DEFINE_string("output_dir", None, "translate: where outputs go (files are never overwritten).")
 
 
-def to_float(images: np.ndarray) -> np.ndarray:
-  """uint8 [0, 255] -> float32 [-1, 1]."""
-  return np.asarray(images, np.float32) / np.float32(127.5) - 1.0
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-  """float [-1, 1] -> uint8 [0, 255]."""
-  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def _rgb(x: np.ndarray, channels: int) -> np.ndarray:
-  return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 and channels == 3 else x
-
-
-def strip_image(path: str, columns: Sequence[np.ndarray], scale: int = 1) -> str:
-  """Saves a grid whose row i is (columns[0][i] | columns[1][i] | ...), images in [-1, 1]."""
-  channels = max(c.shape[-1] for c in columns)
-  cols = [_rgb(np.asarray(c, np.float32), channels) for c in columns]
-  tiles = np.stack(cols, axis=1).reshape((-1,) + cols[0].shape[1:])
-  return viz.save_image_grid(path, tiles, rows=len(cols[0]), scale=scale)
-
-
-def batched(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int) -> np.ndarray:
-  """``fn`` over ``images`` in chunks of ``batch_size`` (the last one padded by repetition,
-  so one compiled shape serves every chunk); outputs are concatenated."""
-  out = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start : start + batch_size]
-    n = len(chunk)
-    if n < batch_size:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
-    out.append(np.asarray(fn(chunk))[:n])
-  return np.concatenate(out)
-
-
 def require_checkpoint(workdir: str) -> str:
   """``workdir/checkpoints`` if it holds a finished checkpoint step, else one clear error."""
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  steps = [d for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
-  if not steps:
+  directory = os.path.join(os.path.abspath(workdir), trainer.CHECKPOINT_DIR)
+  if not checkpoint.finished_steps(directory):
     raise CheckpointError(f"no checkpoint in {directory}: train first (--mode=train) with the same flags")
   return directory
 
 
-def restore_for_inference(workdir: str, name: str, state):
-  """The newest checkpoint in ``workdir/checkpoints`` restored into ``state``'s structure."""
-  directory = require_checkpoint(workdir)
-  checkpointer = checkpoint_lib.Checkpointer(directory)
-  try:
-    restored = checkpointer.restore_latest(state, checkpoint_lib.model_signature(name, state))
-  finally:
-    checkpointer.close()
-  if restored is None:
-    raise CheckpointError(f"no checkpoint in {directory}: train first (--mode=train) with the same flags")
-  return restored[0]
+def load_for_translation(workdir: str, experiment: str) -> runs.Run:
+  """The newest checkpoint of the ``experiment`` run in ``workdir``, rebuilt from the run's own flags.json."""
+  require_checkpoint(workdir)
+  run = recipes.load_run(workdir)
+  if run.experiment != experiment:
+    raise ConfigError(f"{workdir} holds a {run.experiment} run, not a {experiment} one: pass a {experiment} --workdir")
+  return run
 
 
 def check_outputs(output_dir: str, names: Sequence[str]) -> list[str]:
@@ -127,6 +88,6 @@ def write_translations(output_dir: str, names: Sequence[str], images: np.ndarray
   """Writes ``images`` ([-1, 1]) as ``output_dir/<stem>.png``; refuses to overwrite."""
   paths = check_outputs(output_dir, names)
   os.makedirs(output_dir, exist_ok=True)
-  for path, image in zip(paths, to_uint8(images)):
+  for path, image in zip(paths, viz.to_uint8(images)):
     Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
   return paths

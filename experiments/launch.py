@@ -1,0 +1,236 @@
+"""Process set-up of the entry points in ``experiments/``: one-line errors, logging, multi-process start, training.
+
+* `run(main)` -- `absl.app.run` with two changes: a flag that fails to parse
+  (an unknown flag or value, a missing flagfile, a value out of range) and any
+  `jaxgan.errors.JaxganError` raised by ``main`` end the program with one line
+  on stderr, ``error: ...``, and exit status 2 (flags) or 1 (everything
+  else); and when the entry point has the common flags, a multi-process run
+  is joined (`jaxgan.parallel.initialize_distributed`) before ``main`` touches
+  a device. Orbax's per-save INFO lines are kept out of the log.
+* `define_common_flags` -- the flags every experiment has (workdir, seed,
+  length, cadences, devices, processes); `define_eval_flags` -- periodic
+  evaluation and the best checkpoint.
+* `resolved_flags` -- every flag of the entry point and of the modules beside
+  it, with its value: the run's ``flags.json``.
+* `train(setup)` -- the training driver every script shares: the data mesh,
+  the compiled step of the run's `jaxgan.runs.Setup`, its data stream and
+  `jaxgan.trainer.fit` with the cadences of the flags.
+
+Multi-process flags (see docs/multihost.md): ``--coordinator_address``,
+``--num_processes`` and ``--process_id`` (defaults: the environment variables
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), or
+``--distributed`` to let `jax.distributed.initialize` detect a TPU pod or a
+SLURM / Open MPI / Kubernetes cluster.
+"""
+
+from __future__ import annotations
+
+import logging as logging_std
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from absl import app, flags, logging
+
+from jaxgan.errors import ConfigError, JaxganError
+
+FLAGS = flags.FLAGS
+
+
+def _fail(message: str, code: int) -> None:
+  """Writes the one error line to stderr and exits with ``code``."""
+  sys.stdout.flush()
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
+  sys.exit(code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    _fail(" ".join(str(e).split()).removeprefix("ERROR:: "), 2)
+
+
+class _QuietOrbax(logging_std.Filter):
+  """Drops the INFO records orbax logs for every save; its warnings and errors still pass."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """Runs ``main`` under absl with one-line errors for bad input."""
+
+  def wrapped(argv):
+    logging.get_absl_handler().addFilter(_QuietOrbax())
+    try:
+      if "coordinator_address" in FLAGS:
+        from jaxgan import parallel  # imported late: jax must not start before the flags are parsed
+
+        parallel.initialize_distributed(
+          FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=FLAGS.distributed
+        )
+      main(argv)
+    except JaxganError as e:
+      _fail(str(e), 1)
+
+  app.run(wrapped, flags_parser=_parse_flags)
+
+
+def resolved_flags() -> dict:
+  """Every flag defined by the entry point, by jaxgan or by a module beside the entry point, with its value."""
+  out = {}
+  for module, module_flags in FLAGS.flags_by_module_dict().items():
+    if (
+      module in ("__main__", sys.argv[0])
+      or module.startswith("jaxgan")
+      or module.endswith(".py")
+      or _beside_main_script(module)
+    ):
+      for f in module_flags:
+        out[f.name] = f.value
+  return out
+
+
+def _beside_main_script(module: str) -> bool:
+  """Whether ``module`` sits in the entry point's directory (e.g. experiments/launch.py)."""
+  main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+  module_file = getattr(sys.modules.get(module), "__file__", None)
+  return bool(main_file and module_file) and os.path.dirname(os.path.abspath(module_file)) == os.path.dirname(
+    os.path.abspath(main_file)
+  )
+
+
+def define_common_flags(default_steps: int, default_batch: int) -> None:
+  """Flags every experiment has: workdir, seed, length, logging cadence, devices and processes."""
+  flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics and figures; a run resumes from it.", required=True
+  )
+  flags.DEFINE_integer("seed", 0, "The run's one seed: initialisation, data order and every sampling key.")
+  flags.DEFINE_integer(
+    "num_steps", default_steps, "Training iterations (one = n_critic D + n_gen G updates).", lower_bound=0
+  )
+  flags.DEFINE_integer("batch_size", default_batch, "Global batch size (split over devices).", lower_bound=1)
+  flags.DEFINE_integer("log_every", 500, "Iterations between metric logs.", lower_bound=1)
+  flags.DEFINE_integer("checkpoint_every", 5000, "Iterations between checkpoints.", lower_bound=1)
+  flags.DEFINE_integer("sample_every", 5000, "Iterations between sample figures (0: only at the end).", lower_bound=0)
+  flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.", lower_bound=1)
+  flags.DEFINE_integer("num_devices", None, "Devices in the data mesh (default: all).", lower_bound=1)
+  flags.DEFINE_bool("skip_nonfinite", False, "Drop updates with NaN/Inf losses or gradients instead of stopping.")
+  flags.DEFINE_string(
+    "coordinator_address",
+    os.environ.get("JAX_COORDINATOR_ADDRESS") or None,
+    "host:port of process 0 in a multi-process run (default: $JAX_COORDINATOR_ADDRESS).",
+  )
+  flags.DEFINE_integer(
+    "num_processes",
+    _env_int("JAX_NUM_PROCESSES"),
+    "Processes in a multi-process run (default: $JAX_NUM_PROCESSES).",
+    lower_bound=1,
+  )
+  flags.DEFINE_integer(
+    "process_id",
+    _env_int("JAX_PROCESS_ID"),
+    "This process's index in [0, num_processes) (default: $JAX_PROCESS_ID).",
+    lower_bound=0,
+  )
+  flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Join a multi-process run whose coordinator jax detects itself "
+    "(Cloud TPU pod, SLURM, Open MPI, Kubernetes); not needed with --coordinator_address.",
+  )
+
+
+def define_eval_flags(classifier: bool) -> None:
+  """--eval_every and --best_metric (and --classifier_workdir when ``classifier``): periodic evaluation."""
+  flags.DEFINE_integer(
+    "eval_every",
+    0,
+    "Iterations between evaluations of the sampling generator (0: off); "
+    "each appends one line to eval.jsonl (jaxgan.evaluation.training_eval).",
+    lower_bound=0,
+  )
+  flags.DEFINE_string(
+    "best_metric",
+    None,
+    "With --eval_every: keep the checkpoint where this evaluation number "
+    "is best in checkpoints_best/ (lower is better for fcd, kid, pixel_frechet_distance, "
+    "pixel_kid; higher for precision, recall, density, coverage, label_accuracy); "
+    "experiments/evaluate.py --step=best evaluates it.",
+  )
+  if classifier:
+    flags.DEFINE_string(
+      "classifier_workdir",
+      None,
+      "Classifier of experiments/train_classifier.py for "
+      "--eval_every: FCD, KID and precision/recall in its feature space (without it they are "
+      "computed on pixels: pixel_frechet_distance, pixel_kid, pixel_precision, ...).",
+    )
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  if value in (None, ""):
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    _fail(f"environment variable {name}={value!r} is not an integer", 2)
+
+
+def train(
+  setup,
+  *,
+  sample_hook: Callable[[Any, int], None] | None = None,
+  eval_fn: Callable[[Any, int], dict] | None = None,
+  best_metric: str | None = None,
+  best_mode: str = "min",
+) -> tuple[Any, float]:
+  """Trains the run of ``setup`` (a `jaxgan.runs.Setup`) as its flags say; returns (final state, seconds).
+
+  The mesh spans --num_devices; the global batch must split over it (one
+  error line otherwise, before anything is written). Rerunning the same
+  command resumes from the workdir.
+  """
+  from jaxgan import parallel, trainer
+
+  cfg = setup.cfg
+  mesh = parallel.make_data_mesh(cfg.get("num_devices"))
+  parallel.check_batch_divisible(cfg["batch_size"], mesh)
+  tconfig = trainer.TrainerConfig(
+    workdir=os.path.abspath(cfg["workdir"]),
+    num_steps=cfg["num_steps"],
+    log_every=cfg["log_every"],
+    checkpoint_every=cfg["checkpoint_every"],
+    sample_every=cfg["sample_every"],
+    keep_checkpoints=cfg["keep_checkpoints"],
+    skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
+    eval_every=cfg.get("eval_every", 0) or 0,
+  )
+  if eval_fn is None and best_metric is not None:
+    raise ConfigError(f"--best_metric={best_metric} needs --eval_every")
+  state = setup.init_state()
+  data = setup.make_data()
+  start = time.perf_counter()
+  try:
+    state = trainer.fit(
+      name=setup.experiment,
+      state=state,
+      train_step=setup.compile(mesh),
+      data=data,
+      config=tconfig,
+      run_flags=cfg,
+      mesh=mesh,
+      sample_hook=sample_hook,
+      eval_fn=eval_fn,
+      best_metric=best_metric,
+      best_mode=best_mode,
+    )
+  finally:
+    if hasattr(data, "close"):
+      data.close()
+  return state, time.perf_counter() - start

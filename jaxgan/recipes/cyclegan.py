@@ -1,0 +1,90 @@
+"""The CycleGAN recipe ``cyclegan`` (experiments/cyclegan.py): ResNet generators, PatchGANs, cycle + identity, pools.
+
+`build(cfg)` gives the run's `jaxgan.runs.Setup`: the unpaired sources of
+both domains (train split, and test for strips and evaluation with
+--evaluate), two `jaxgan.models.cyclegan.ResNetGenerator` and two PatchGAN
+discriminators, Adam with the paper's constant-then-linear decay, the
+`jaxgan.families.cyclegan.Config` (lambda 10 both ways, identity 0.5, random
+jitter), the history pools and the unpaired training stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jaxgan import runs
+from jaxgan.data import paired
+from jaxgan.errors import ConfigError
+from jaxgan.families import cyclegan
+from jaxgan.models.cyclegan import CycleGANDiscriminator, ResNetGenerator
+from jaxgan.recipes.pix2pix import translation_jitter, translation_optimizer
+
+EXPERIMENT = "cyclegan"
+
+
+def open_sources(cfg: Mapping[str, Any], split: str):
+  """(source of A, source of B) of ``split``."""
+  try:
+    return paired.make_unpaired_sources(
+      cfg["dataset"], split, cfg.get("data_dir"), cfg["image_size"], cfg.get("channels") or None
+    )
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
+  """The `jaxgan.runs.Setup` of a cyclegan.py run."""
+  runs.require(cfg, "dataset", "image_size", "base_features", "num_blocks", "patch_size", "lr", "seed")
+  source_a, source_b = open_sources(cfg, "train")
+  test_a, test_b = open_sources(cfg, "test") if cfg.get("evaluate", True) else (source_a, source_b)
+  shape_a, shape_b = source_a.images_shape, source_b.images_shape
+  if shape_a[0] % 4 or shape_a[1] % 4:
+    raise ConfigError(f"--image_size must be divisible by 4, got {shape_a[0]}x{shape_a[1]}")
+  config = cyclegan.Config(
+    loss=cfg["loss"],
+    lambda_a=cfg["lambda_cycle"],
+    lambda_b=cfg["lambda_cycle"],
+    lambda_identity=cfg["lambda_identity"],
+    jitter=translation_jitter(cfg, cfg["image_size"]),
+    skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
+  )
+  if config.lambda_identity and shape_a[-1] != shape_b[-1]:
+    raise ConfigError(
+      "the identity loss needs domains with equal channel counts: pass --lambda_identity=0 or --channels"
+    )
+  tx = translation_optimizer(cfg)
+
+  def generator(channels):
+    return ResNetGenerator(channels=channels, base_features=cfg["base_features"], num_blocks=cfg["num_blocks"])
+
+  def discriminator():
+    return CycleGANDiscriminator(patch_size=int(cfg["patch_size"]), base_features=cfg["d_base_features"])
+
+  def init_one(seed):
+    return cyclegan.init_state(
+      config,
+      seed=seed,
+      generator_ab=generator(shape_b[-1]),
+      generator_ba=generator(shape_a[-1]),
+      discriminator_a=discriminator(),
+      discriminator_b=discriminator(),
+      g_tx=tx,
+      d_tx=tx,
+      shape_a=shape_a,
+      shape_b=shape_b,
+      pool_size=cfg["pool_size"],
+    )
+
+  return runs.Setup(
+    experiment=experiment,
+    kind="unpaired",
+    family=cyclegan,
+    cfg=dict(cfg),
+    config=config,
+    seeds=(int(cfg["seed"]),),
+    init_one=init_one,
+    make_data=lambda: paired.UnpairedIterator(source_a, source_b, cfg["batch_size"], cfg["seed"]),
+    batch_axis=0,
+    info={"sources": (source_a, source_b), "test_sources": (test_a, test_b)},
+  )
