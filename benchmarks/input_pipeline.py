@@ -12,7 +12,7 @@ Measures images per second of
    218x178x3 images served by `tfds.data_source`, then the celeb_a preset's
    108-px center crop and bilinear resize to the training size, per image with
    Pillow). The mock serves decoded arrays, so JPEG decoding is NOT included;
-3. the DCGAN train step alone (`jaxgan.steps.make_train_step`: one D and one G
+3. the DCGAN train step alone (`jaxgan.families.gan.train_step`: one D and one G
    update, non-saturating loss, Adam) on one device-resident batch;
 4. the two together: ``next(batches)`` -> `parallel.put_batch` -> train step,
    as `jaxgan.trainer.fit` does it (no overlap beyond grain's own prefetch
@@ -26,6 +26,7 @@ the input costs nothing in the loop. Prints a markdown table (and JSON with
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -38,8 +39,9 @@ import numpy as np
 import optax  # noqa: E402  (after jax, as everywhere in jaxgan)
 from absl import logging
 
-from jaxgan import parallel, steps
+from jaxgan import parallel
 from jaxgan.data import images as images_lib
+from jaxgan.families import gan
 from jaxgan.models import dcgan
 from jaxgan.state import create_gan_state
 
@@ -93,10 +95,8 @@ def make_step(cfg: dict):
     seed=0, generator=gen, discriminator=disc, g_tx=tx, d_tx=tx, latent_dim=100, data_shape=shape
   )
   mesh = parallel.make_data_mesh(1)
-  config = steps.StepConfig(loss="non_saturating", latent_dim=100)
-  step = steps.make_train_step(
-    config, state_sharding=parallel.replicated(mesh), batch_sharding=parallel.batch_sharded(mesh, batch_axis=1)
-  )
+  config = gan.Config(loss="non_saturating", latent_dim=100)
+  step = parallel.compile_step(functools.partial(gan.train_step, config=config), mesh=mesh)
   return parallel.put_replicated(state, mesh), step, mesh
 
 

@@ -5,7 +5,7 @@ r"""Throughput of jaxgan's compiled GAN iteration: ms/iteration, images/s, compi
 
 For each case (DCGAN-64 and WGAN-GP-64, see `bench_common`; float32 and
 bfloat16 compute; batch 64 and 256) it builds the `GANState`, compiles
-``steps.make_train_step(config)`` (state donated) ahead of time, runs
+``parallel.compile_step(gan.train_step)`` (state donated) ahead of time, runs
 ``--warmup`` iterations, then times ``--repeats`` blocks of ``--steps``
 iterations on one device-resident batch: no host transfer inside a block, one
 ``block_until_ready`` at its end; ms/iteration is the median block's.
@@ -14,8 +14,8 @@ The input pipeline is not part of the measurement.
 FLOPs per iteration come from XLA's cost analysis
 (``jax.jit(f).lower(...).compile().cost_analysis()``). XLA counts a ``while``
 loop's body once whatever its trip count, so the scanned `train_step` would
-under-count the n_critic D updates; the script instead analyses `steps.d_step`
-and `steps.g_step` on their own and uses
+under-count the n_critic D updates; the script instead analyses `gan.d_update`
+and `gan.g_update` on their own and uses
 ``n_critic * flops(d_step) + n_gen * flops(g_step)`` (the train step's own
 count is kept in the JSON as ``xla_train_step_flops``). In the full mode the
 two are compiled for this; ``--reduced`` and ``--tiny`` analyse the lowered,
@@ -53,7 +53,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgan import multiseed, precision, steps  # noqa: E402
+from jaxgan import multiseed, parallel, precision, regularizers  # noqa: E402
+from jaxgan.families import gan  # noqa: E402
 from jaxgan.models.dcgan import DCGANDiscriminator, DCGANGenerator  # noqa: E402
 from jaxgan.models.mlp import ToyCritic, ToyGenerator  # noqa: E402
 from jaxgan.state import create_gan_state  # noqa: E402
@@ -71,16 +72,22 @@ def build(case: bc.Case):
   if case.model == "toy_wgan_gp":
     gen = ToyGenerator(hidden=case.width, depth=bc.TOY_DEPTH)
     disc = ToyCritic(hidden=case.width, depth=bc.TOY_DEPTH)
-    config = steps.StepConfig(
-      loss="wasserstein", n_critic=case.n_critic, latent_dim=case.latent_dim, gp_weight=bc.GP_WEIGHT[case.model]
+    config = gan.Config(
+      loss="wasserstein",
+      n_critic=case.n_critic,
+      latent_dim=case.latent_dim,
+      penalties=(regularizers.wgan_gp(bc.GP_WEIGHT[case.model]),),
     )
   elif case.model == "dcgan":
     disc = DCGANDiscriminator(image_size=case.image_size, width=case.width)
-    config = steps.StepConfig(loss="non_saturating", n_critic=1, latent_dim=case.latent_dim)
+    config = gan.Config(loss="non_saturating", n_critic=1, latent_dim=case.latent_dim)
   else:
     disc = DCGANDiscriminator(image_size=case.image_size, width=case.width, use_batchnorm=False)
-    config = steps.StepConfig(
-      loss="wasserstein", n_critic=case.n_critic, latent_dim=case.latent_dim, gp_weight=bc.GP_WEIGHT[case.model]
+    config = gan.Config(
+      loss="wasserstein",
+      n_critic=case.n_critic,
+      latent_dim=case.latent_dim,
+      penalties=(regularizers.wgan_gp(bc.GP_WEIGHT[case.model]),),
     )
   opt = bc.OPTIMIZERS[case.model]
   tx = optax.adam(opt["lr"], b1=opt["b1"], b2=opt["b2"])
@@ -111,8 +118,8 @@ def compiled_flops(compiled) -> float | None:
   return float(analysis["flops"])
 
 
-def iteration_flops(state, batch: dict, config: steps.StepConfig, source: str = "compiled") -> dict:
-  """n_critic * flops(d_step) + n_gen * flops(g_step), each analysed on its own.
+def iteration_flops(state, batch: dict, config: gan.Config, source: str = "compiled") -> dict:
+  """n_critic * flops(d_update) + n_gen * flops(g_update), each analysed on its own.
 
   ``source="compiled"`` analyses the optimised programs XLA runs (two extra
   compiles); ``"lowered"`` the programs as traced, before XLA's
@@ -122,7 +129,7 @@ def iteration_flops(state, batch: dict, config: steps.StepConfig, source: str = 
   one = {"x": batch["x"][0]}
   key = jax.random.PRNGKey(0)
   counts = []
-  for fn in (steps.d_step, steps.g_step):
+  for fn in (gan.d_update, gan.g_update):
     lowered = jax.jit(fn, static_argnums=3).lower(state, one, key, config)
     counts.append(compiled_flops(lowered.compile() if source == "compiled" else lowered))
   d, g = counts
@@ -153,11 +160,12 @@ def _measure(step_fn, state, batch, steps: int, repeats: int):
 _COMPILED: dict = {}
 
 
-def compile_train_step(case: bc.Case, config: steps.StepConfig, state, batch) -> tuple[Any, float]:
-  """``steps.make_train_step(config)`` compiled ahead of time for ``case`` (and the seconds it took)."""
+def compile_train_step(case: bc.Case, config: gan.Config, state, batch) -> tuple[Any, float]:
+  """``parallel.compile_step(gan.train_step)`` compiled ahead of time for ``case`` (and the seconds it took)."""
   if case not in _COMPILED:
     start = time.perf_counter()
-    compiled = steps.make_train_step(config).lower(state, batch).compile()
+    step = functools.partial(gan.train_step, config=config)
+    compiled = parallel.compile_step(step).lower(state, batch).compile()
     _COMPILED[case] = compiled, time.perf_counter() - start
   return _COMPILED[case]
 
@@ -212,7 +220,8 @@ def bench_multiseed(case: bc.Case, num_seeds: int, num_steps: int, warmup: int, 
 
   stacked = multiseed.create_multiseed_state(seeds, **kwargs)
   start = time.perf_counter()
-  vmapped = multiseed.make_multiseed_train_step(config).lower(stacked, batches).compile()
+  step = functools.partial(gan.train_step, config=config)
+  vmapped = parallel.compile_step(step, seeds=True, flat_metrics=False).lower(stacked, batches).compile()
   compile_vmap = time.perf_counter() - start
   if warmup:
     _, _, stacked, _ = _timed_loop(vmapped, stacked, batches, warmup)

@@ -97,13 +97,14 @@ def define_flags(*, generator: str, discriminator: str, default_steps: int, defa
   launch.define_eval_flags(classifier=True)
 
 
-def train(name: str) -> dict:
-  """Trains the GAN the parsed flags describe; returns (and writes to eval.json) the pixel-space evaluation.
+def train(name: str, cfg: dict | None = None) -> dict:
+  """Trains the GAN ``cfg`` (default: the parsed flags) describes; returns (and writes to eval.json) the
+  pixel-space evaluation.
 
   Everything that can be wrong with the input (dataset, shapes, widths,
   devices) is checked before the workdir is touched.
   """
-  setup = recipes.setup(launch.resolved_flags(), experiment=name)
+  setup = recipes.setup(launch.resolved_flags() if cfg is None else cfg, experiment=name)
   cfg, config, source = setup.cfg, setup.config, setup.info["source"]
   if cfg["batch_size"] > len(source):
     raise ConfigError(f"--batch_size={cfg['batch_size']} exceeds the {len(source)} images of {cfg['dataset']}")

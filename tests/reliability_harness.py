@@ -243,13 +243,15 @@ def free_port() -> int:
 
 
 def _train_dcgan(out_path: str) -> None:
+  import functools
   import tempfile
 
   import jax
   import optax
 
-  from jaxgan import parallel, steps, trainer
+  from jaxgan import parallel, trainer
   from jaxgan.data import images
+  from jaxgan.families import gan
   from jaxgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
   from jaxgan.state import create_gan_state
 
@@ -271,7 +273,7 @@ def _train_dcgan(out_path: str) -> None:
     def set_state(self, state):
       self._it.set_state(state)
 
-  config = steps.StepConfig(loss="non_saturating", latent_dim=8)
+  config = gan.Config(loss="non_saturating", latent_dim=8)
   batch, num_steps = 64, 6
   results = {}
   source = images.make_source("digits", "train")
@@ -286,9 +288,7 @@ def _train_dcgan(out_path: str) -> None:
       latent_dim=config.latent_dim,
       data_shape=(8, 8, 1),
     )
-    train_step = steps.make_train_step(
-      config, state_sharding=parallel.replicated(mesh), batch_sharding=parallel.batch_sharded(mesh, batch_axis=1)
-    )
+    train_step = parallel.compile_step(functools.partial(gan.train_step, config=config), mesh=mesh, batch_axis=1)
     data = Renamed(images.make_iterator(source, batch, seed=5, n_critic=1, num_threads=1, prefetch=1))
     with tempfile.TemporaryDirectory() as workdir:
       tconfig = trainer.TrainerConfig(
@@ -299,13 +299,13 @@ def _train_dcgan(out_path: str) -> None:
       results[f"state{n}/{k}"] = v
     assert any(v.size > 1 for k, v in flatten(final.gen.batch_stats).items()), "no BatchNorm statistics"
 
-    # The generator's z of iteration s, drawn by the chain of steps.train_step / g_step
+    # The generator's z of iteration s, drawn by the chain of gan.train_step / g_update
     # (fold_in(key, step) -> (d_key, g_key) -> g_key split per G update -> z key), under
     # a batch sharding over this mesh.
     def z_of(key, step):
       d_key, g_key = jax.random.split(jax.random.fold_in(key, step))
       z_key = jax.random.split(jax.random.split(g_key, config.n_gen)[0], 4)[0]
-      return steps.sample_latent(z_key, batch, config)
+      return gan.sample_latent(z_key, batch, config)
 
     z_fn = jax.jit(z_of, out_shardings=parallel.batch_sharded(mesh, 0))
     for s in (0, 3, 5):

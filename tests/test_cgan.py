@@ -17,11 +17,13 @@ import optax
 import pytest
 from PIL import Image
 
-from jaxgan import conditional, steps
+from jaxgan import sampling
 from jaxgan.errors import ConfigError
+from jaxgan.families import gan
 from jaxgan.metrics import classifier as clf
 from jaxgan.metrics.features import FeatureExtractor
 from jaxgan.models import cgan
+from jaxgan.recipes import conditional
 from jaxgan.state import create_gan_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,13 +66,13 @@ PAIRS = [
 def test_one_labelled_train_step_per_pair(g_name, d_name):
   gen, disc = cgan.GENERATORS[g_name].tiny(), cgan.DISCRIMINATORS[d_name].tiny()
   state = tiny_state(gen, disc, ema=True)
-  config = steps.StepConfig(n_critic=2, latent_dim=8, num_classes=K, ema_decay=0.9)
+  config = gan.Config(n_critic=2, latent_dim=8, num_classes=K, ema_decay=0.9)
   rng = np.random.default_rng(0)
   batch = {
     "x": rng.uniform(-1, 1, (2, 6, 8, 8, 1)).astype(np.float32),
     "label": rng.integers(0, K, (2, 6)).astype(np.int32),
   }
-  new, metrics = jax.jit(steps.train_step, static_argnums=2)(state, batch, config)
+  new, metrics = jax.jit(gan.train_step, static_argnums=2)(state, batch, config)
   assert int(new.step) == 1 and int(new.disc.step) == 2 and int(new.gen.step) == 1
   assert bool(metrics["finite"])
   assert changed(state.gen.params, new.gen.params) and changed(state.disc.params, new.disc.params)
@@ -84,7 +86,7 @@ class _ProbeGenerator(nn.Module):
 
 
 class _LabelProbe(nn.Module):
-  """D(x, y) = 1[y == c] for a parameter c >= 0, else D(x, y) = y: g_step's mean D output reveals its labels."""
+  """D(x, y) = 1[y == c] for a parameter c >= 0, else D(x, y) = y: g_update's mean D output reveals its labels."""
 
   @nn.compact
   def __call__(self, x, labels=None, *, train=True):
@@ -93,9 +95,9 @@ class _LabelProbe(nn.Module):
     return jnp.where(c >= 0, (y == c).astype(jnp.float32), y) + 0.0 * jnp.sum(x, axis=(1, 2, 3))
 
 
-def test_g_step_draws_uniform_labels_with_its_own_key():
+def test_g_update_draws_uniform_labels_with_its_own_key():
   k, n = 10, 4000
-  config = steps.StepConfig(latent_dim=8, num_classes=k)
+  config = gan.Config(latent_dim=8, num_classes=k)
   tx = optax.sgd(0.0)
   state = create_gan_state(
     seed=0,
@@ -109,11 +111,11 @@ def test_g_step_draws_uniform_labels_with_its_own_key():
   )
   # The batch's own labels (all 0) must not be used by the generator step.
   batch = {"x": jnp.zeros((n, 8, 8, 1)), "label": jnp.zeros((n,), jnp.int32)}
-  g_step = jax.jit(steps.g_step, static_argnums=3)
+  g_update = jax.jit(gan.g_update, static_argnums=3)
 
   def probe(c, key):
     st = state.replace(disc=state.disc.replace(params={"c": jnp.float32(c)}))
-    return float(g_step(st, batch, key, config)[1]["g_fake_out"])
+    return float(g_update(st, batch, key, config)[1]["g_fake_out"])
 
   key_a, key_b = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
   mean_a, mean_b = probe(-1, key_a), probe(-1, key_b)
@@ -129,8 +131,8 @@ def test_g_step_draws_uniform_labels_with_its_own_key():
 
 def test_class_grid_has_one_row_per_class(tmp_path):
   state = tiny_state(cgan.CGANMLPGenerator.tiny(), cgan.CGANMLPDiscriminator.tiny())
-  config = steps.StepConfig(latent_dim=8, num_classes=K)
-  z, labels = conditional.class_grid_inputs(jax.random.PRNGKey(0), K, 4, config)
+  config = gan.Config(latent_dim=8, num_classes=K)
+  z, labels = sampling.class_grid_inputs(jax.random.PRNGKey(0), K, 4, config)
   assert np.array_equal(np.asarray(labels).reshape(K, 4), np.repeat(np.arange(K)[:, None], 4, 1))
   z = np.asarray(z).reshape(K, 4, -1)
   assert np.array_equal(z[0], z[1]) and np.array_equal(z[0], z[2])  # a fixed z per column
@@ -144,7 +146,7 @@ def test_class_grid_has_one_row_per_class(tmp_path):
 
 def test_sampling_state_measures_batchnorm_statistics_for_the_ema_parameters():
   state = tiny_state(cgan.CGANEmbedGenerator.tiny(), cgan.CGANMLPDiscriminator.tiny(), ema=True)
-  config = steps.StepConfig(latent_dim=8, num_classes=K, ema_decay=0.9)
+  config = gan.Config(latent_dim=8, num_classes=K, ema_decay=0.9)
   # EMA parameters that differ from the raw ones: the raw running statistics no longer fit them.
   ema = jax.tree.map(lambda p: 1.5 * p + 0.1, state.gen.params)
   state = state.replace(ema_params=ema)
@@ -157,7 +159,7 @@ def test_sampling_state_measures_batchnorm_statistics_for_the_ema_parameters():
   @jax.jit
   def reference(keys):
     def batch_mean(k):
-      z = steps.sample_latent(k, 30, config)
+      z = gan.sample_latent(k, 30, config)
       _, inter = state.gen.apply_fn(
         variables,
         z,

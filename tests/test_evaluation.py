@@ -19,9 +19,10 @@ import pytest
 import reliability_harness as h
 
 from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import evaluation, parallel, steps, trainer
+from jaxgan import evaluation, parallel, regularizers, trainer
 from jaxgan.data import toy
 from jaxgan.errors import CheckpointError, ConfigError, JaxganError
+from jaxgan.families import gan
 from jaxgan.metrics import classifier as clf
 from jaxgan.models.mlp import ToyCritic, ToyGenerator
 from jaxgan.state import create_gan_state
@@ -150,11 +151,9 @@ def _start_programs_early(programs):
 
 @functools.cache
 def _toy_train_step():
-  config = steps.StepConfig(loss="wasserstein", n_critic=1, latent_dim=2, gp_weight=0.1)
+  config = gan.Config(loss="wasserstein", n_critic=1, latent_dim=2, penalties=(regularizers.wgan_gp(0.1),))
   mesh = parallel.make_data_mesh(1)
-  return steps.make_train_step(
-    config, state_sharding=parallel.replicated(mesh), batch_sharding=parallel.batch_sharded(mesh, batch_axis=1)
-  ), mesh
+  return parallel.compile_step(functools.partial(gan.train_step, config=config), mesh=mesh), mesh
 
 
 def _toy_fit(workdir, num_steps, eval_fn=None, best_metric=None, best_mode="min", eval_every=2, checkpoint_every=4):
@@ -250,7 +249,7 @@ def test_resume_with_evaluation_is_bit_exact(tmp_path):
   z = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
 
   def eval_fn(state, step):  # its own fixed z: never the training keys
-    points = np.asarray(steps.generate(state, z))
+    points = np.asarray(gan.sample(state, z))
     return {"spread": float(points.std()), "mean_x": float(points[:, 0].mean())}
 
   straight, resumed, plain = tmp_path / "straight", tmp_path / "resumed", tmp_path / "plain"

@@ -18,9 +18,11 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from jaxgan import image2image as i2i
+from jaxgan import augment, optimizers, parallel
 from jaxgan.data import paired
 from jaxgan.data.images import DataError
+from jaxgan.errors import ConfigError
+from jaxgan.families import cyclegan, pix2pix
 from jaxgan.models.cyclegan import CycleGANDiscriminator, ResNetGenerator
 from jaxgan.models.pix2pix import PatchGANDiscriminator, UNetGenerator, patchgan_layer_spec, receptive_field
 from jaxgan.state import param_count
@@ -153,8 +155,8 @@ def test_resnet_generator_full_size_and_tiny():
 
 def test_image_pool_fills_then_mixes_new_and_stored_with_probability_half():
   size = 50
-  pool = i2i.ImagePool.create(size, (1, 1, 1))
-  query = jax.jit(i2i.image_pool_query)
+  pool = cyclegan.ImagePool.create(size, (1, 1, 1))
+  query = jax.jit(cyclegan.image_pool_query)
   # Filling: every new image is stored and returned as is.
   first = jnp.arange(size, dtype=jnp.float32).reshape(size, 1, 1, 1)
   pool, out = query(pool, first, jax.random.PRNGKey(1))
@@ -176,30 +178,38 @@ def test_image_pool_fills_then_mixes_new_and_stored_with_probability_half():
   np.testing.assert_array_equal(np.asarray(again).ravel(), out)
   held = np.asarray(pool2.images).ravel()
   assert len(np.unique(held)) == size and np.all(held < size + n)
-  empty = i2i.ImagePool.create(0, (1, 1, 1))
-  assert i2i.image_pool_query(empty, new, KEY)[1] is new
+  empty = cyclegan.ImagePool.create(0, (1, 1, 1))
+  assert cyclegan.image_pool_query(empty, new, KEY)[1] is new
 
 
 def test_random_jitter_pairs_share_crop_and_flip():
   x = jax.random.uniform(KEY, (6, 32, 32, 1))
-  a, b = i2i.jitter_pair(jax.random.PRNGKey(5), x, 2 * x, 36, True)
+  a, b = augment.jitter_pair(jax.random.PRNGKey(5), x, 2 * x, 36, True)
   assert a.shape == x.shape and b.shape == x.shape
   np.testing.assert_allclose(b, 2 * a, atol=1e-6)
   assert float(jnp.max(jnp.abs(a - x))) > 1e-3
-  flipped = i2i.random_jitter(jax.random.PRNGKey(6), x, 0, True)
+  flipped = augment.random_jitter(jax.random.PRNGKey(6), x, 0, True)
   for got, orig in zip(np.asarray(flipped), np.asarray(x)):
     assert np.array_equal(got, orig) or np.array_equal(got, orig[:, ::-1])
   binary = jnp.sign(x - 0.5)
-  crisp = i2i.random_jitter(jax.random.PRNGKey(7), binary, 36, False, method="nearest")
+  crisp = augment.random_jitter(jax.random.PRNGKey(7), binary, 36, False, method="nearest")
   assert set(np.unique(np.asarray(crisp))) == {-1.0, 1.0}  # nearest keeps binary images binary
-  assert i2i.default_jitter_size(256) == 286 and i2i.default_jitter_size(32) == 36
+  assert augment.default_jitter_size(256) == 286 and augment.default_jitter_size(32) == 36
+  with pytest.raises(ConfigError, match="unknown jitter method"):
+    augment.Jitter(size=36, method="bicubic")
 
 
 def test_constant_then_linear_decay_schedule():
-  schedule = i2i.constant_then_linear_decay(2e-4, 100, 100)
+  # The papers' rule: constant for num_updates - decay_updates updates, then linearly to 0.
+  schedule = optimizers.learning_rate(2e-4, "linear_decay", num_updates=200, decay_updates=100)
   values = [float(schedule(t)) for t in (0, 50, 100, 125, 150, 200, 300)]
   np.testing.assert_allclose(values, [2e-4, 2e-4, 2e-4, 1.5e-4, 1e-4, 0.0, 0.0], atol=1e-12)
-  assert float(i2i.constant_then_linear_decay(1e-3, 10, 0)(10**6)) == pytest.approx(1e-3)
+  assert optimizers.learning_rate(1e-3, "linear_decay", num_updates=10, decay_updates=0) == 1e-3
+  # The fraction form (DCGAN-style decays): the last half of 200 updates.
+  halfway = optimizers.learning_rate(2e-4, "linear_decay", num_updates=200, decay_start=0.5)
+  np.testing.assert_allclose([float(halfway(t)) for t in (100, 150, 200)], [2e-4, 1e-4, 0.0], atol=1e-12)
+  cosine = optimizers.learning_rate(1.0, "cosine", num_updates=100, decay_start=0.5)
+  np.testing.assert_allclose([float(cosine(t)) for t in (0, 50, 75, 100)], [1.0, 1.0, 0.5, 0.0], atol=1e-6)
 
 
 # --------------------------------------------------------------------------
@@ -214,7 +224,9 @@ def test_pix2pix_train_step_tiny():
   a, b = paired.digit_edge_pairs("test", 16)
   batch = {"a": jnp.asarray(a[:4] / 127.5 - 1, jnp.float32), "b": jnp.asarray(b[:4] / 127.5 - 1, jnp.float32)}
   tx = optax.adam(2e-4, b1=0.5)
-  state = i2i.create_pix2pix_state(
+  config = pix2pix.Config(jitter=augment.Jitter(size=18, flip=True))
+  state = pix2pix.init_state(
+    config,
     seed=0,
     generator=UNetGenerator.tiny(channels=1),
     discriminator=PatchGANDiscriminator.tiny(patch_size=16),
@@ -225,7 +237,7 @@ def test_pix2pix_train_step_tiny():
   )
   assert state.disc.params["conv1"]["kernel"].shape[2] == 2  # D sees [input, target]
   g0, d0 = jax.device_get((state.gen, state.disc))
-  step = i2i.make_pix2pix_train_step(i2i.Pix2PixConfig(jitter_size=18, flip=True))
+  step = parallel.compile_step(lambda s, b: pix2pix.train_step(s, b, config))
   state, metrics = step(state, batch)
   assert int(state.step) == 1 and bool(metrics["finite"])
   assert _changed(g0.params, state.gen.params) and _changed(d0.params, state.disc.params)
@@ -233,16 +245,18 @@ def test_pix2pix_train_step_tiny():
   # g_loss = adversarial + 100 * L1; the L1 of an untrained net is large.
   np.testing.assert_allclose(metrics["g_loss"], metrics["g_adv_loss"] + 100 * metrics["g_l1"], rtol=1e-5)
   assert 0.2 < float(metrics["g_l1"]) < 2.0
-  out = jax.jit(i2i.pix2pix_translate)(state, batch["a"])
+  out = jax.jit(pix2pix.sample)(state, batch["a"])
   assert out.shape == batch["b"].shape
 
 
 def test_cyclegan_train_step_tiny():
   x = jax.random.uniform(KEY, (2, 16, 16, 3), minval=-1, maxval=1)
   batch = {"a": x, "b": -x}
-  tx = optax.adam(i2i.constant_then_linear_decay(2e-4, 10, 10), b1=0.5)
+  tx = optax.adam(optimizers.learning_rate(2e-4, "linear_decay", num_updates=20, decay_updates=10), b1=0.5)
   gen, disc = ResNetGenerator.tiny(), CycleGANDiscriminator.tiny(patch_size=16)
-  state = i2i.create_cyclegan_state(
+  config = cyclegan.Config(jitter=augment.Jitter(size=18, flip=True))
+  state = cyclegan.init_state(
+    config,
     seed=0,
     generator_ab=gen,
     generator_ba=gen,
@@ -255,7 +269,7 @@ def test_cyclegan_train_step_tiny():
     pool_size=3,
   )
   before = jax.device_get(state)
-  step = i2i.make_cyclegan_train_step(i2i.CycleGANConfig(jitter_size=18, flip=True))
+  step = parallel.compile_step(lambda s, b: cyclegan.train_step(s, b, config))
   state, metrics = step(state, batch)
   assert int(state.step) == 1 and bool(metrics["finite"])
   for net in ("g_ab", "g_ba", "d_a", "d_b"):
@@ -268,7 +282,7 @@ def test_cyclegan_train_step_tiny():
     + 5 * (metrics["identity_a"] + metrics["identity_b"])
   )
   np.testing.assert_allclose(metrics["g_loss"], total, rtol=1e-5)
-  assert jax.eval_shape(lambda st: i2i.cyclegan_translate(st, x, "BtoA"), state).shape == x.shape
+  assert jax.eval_shape(lambda st: cyclegan.sample(st, x, "BtoA"), state).shape == x.shape
 
 
 # --------------------------------------------------------------------------

@@ -18,13 +18,16 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from jaxgan import experiment_utils as eu
-from jaxgan import viz
+from jaxgan import recipes, viz
 from jaxgan.errors import ConfigError
+from jaxgan.families import gan
+from jaxgan.recipes import images as eu
 from jaxgan.state import create_gan_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DCGAN = os.path.join(ROOT, "experiments", "dcgan.py")
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+import image_gan  # noqa: E402  (the training run gan.py and dcgan.py share)
 
 # Width flags that give each registry model its tiny test size.
 TINY_WIDTHS = {
@@ -138,14 +141,15 @@ def test_shape_mismatch_names_both_shapes_and_the_flag(tmp_path):
 )
 def test_two_training_steps(tmp_path, overrides, capsys):
   cfg = make_cfg(tmp_path, **overrides)
-  results = eu.run_image_gan("test_gan", cfg)
+  results = image_gan.train("gan", cfg)
 
-  state, saved_cfg, config, _ = eu.load_run(cfg["workdir"])
+  run = recipes.load_run(cfg["workdir"])
+  state, saved_cfg, config = run.state, run.cfg, run.setup.config
   assert int(state.step) == 2 and results["step"] == 2
   # n_critic D and n_gen G updates per iteration went through the real steps.
   assert int(state.disc.step) == 2 * cfg["n_critic"] and int(state.gen.step) == 2 * cfg["n_gen"]
   assert config.real_label == cfg["real_label"] and config.loss == cfg["loss"]
-  assert saved_cfg["experiment"] == "test_gan" and (state.ema_params is not None) == (cfg["ema_decay"] > 0)
+  assert saved_cfg["experiment"] == "gan" and (state.ema_params is not None) == (cfg["ema_decay"] > 0)
   workdir = cfg["workdir"]
   records = viz.read_metrics(os.path.join(workdir, "metrics.jsonl"))
   assert [r["step"] for r in records] == [1, 2]
@@ -191,15 +195,15 @@ def test_standing_stats_are_the_statistics_of_the_sampling_params():
   ema = jax.tree.map(lambda p: 2.0 * p + 0.5, state.gen.params)  # differs from the raw parameters
   state = state.replace(ema_params=ema)
   key = jax.random.PRNGKey(3)
-  standing = eu.standing_batch_stats(state, config, key, num_batches=3, batch_size=50)
+  standing = gan.standing_batch_stats(state, config, key, num_batches=3, batch_size=50)
   # Expected: the mean over the 3 batches of each batch's mean and (biased) variance of Dense_ema(z).
   w, b = np.asarray(ema["Dense_0"]["kernel"]), np.asarray(ema["Dense_0"]["bias"])
-  z = jax.jit(jax.vmap(lambda k: eu.steps.sample_latent(k, 50, config)))(jax.random.split(key, 3))
+  z = jax.jit(jax.vmap(lambda k: gan.sample_latent(k, 50, config)))(jax.random.split(key, 3))
   hs = [np.asarray(zk) @ w + b for zk in z]
   stats = standing.gen.batch_stats["BatchNorm_0"]
   np.testing.assert_allclose(stats["mean"], np.mean([h.mean(0) for h in hs], 0), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(stats["var"], np.mean([h.var(0) for h in hs], 0), rtol=1e-4, atol=1e-5)
-  assert eu.standing_batch_stats(state.replace(ema_params=None), config, key).gen.batch_stats is state.gen.batch_stats
+  assert gan.standing_batch_stats(state.replace(ema_params=None), config, key).gen.batch_stats is state.gen.batch_stats
 
 
 # --- figures ----------------------------------------------------------------------
@@ -341,8 +345,8 @@ def test_dcgan_script_writes_figures_and_metrics(programs):
   assert [r["step"] for r in viz.read_metrics(str(workdir / "metrics.jsonl"))] == [2, 4]
   assert json.loads((workdir / "flags.json").read_text())["experiment"] == "dcgan"
   assert "dcgan digits step 4: pixel FD" in run["stdout"]
-  state, _, _, shape = eu.load_run(str(workdir))  # the explore.py path: flags.json -> model -> checkpoint
-  assert int(state.step) == 4 and shape == (8, 8, 1) and state.ema_params is not None
+  run = recipes.load_run(str(workdir))  # the explore.py path: flags.json -> recipe -> checkpoint
+  assert run.step == 4 and run.setup.info["image_shape"] == (8, 8, 1) and run.state.ema_params is not None
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

@@ -1,5 +1,6 @@
 """K seeds vmapped in one compiled step equal K separate single-seed runs."""
 
+import functools
 import json
 import os
 
@@ -8,13 +9,15 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgan import multiseed, steps, trainer
+from jaxgan import multiseed, parallel, regularizers, trainer
 from jaxgan.data import toy
 from jaxgan.errors import ConfigError
+from jaxgan.families import gan
 from jaxgan.models.mlp import ToyCritic, ToyGenerator
 from jaxgan.state import create_gan_state
 
-CONFIG = steps.StepConfig(loss="wasserstein", n_critic=2, latent_dim=2, gp_weight=1.0, ema_decay=0.9)
+CONFIG = gan.Config(loss="wasserstein", n_critic=2, latent_dim=2, penalties=(regularizers.wgan_gp(1.0),), ema_decay=0.9)
+STEP = functools.partial(gan.train_step, config=CONFIG)
 SEEDS = (3, 11, 42)
 G, D = ToyGenerator(hidden=16, depth=2), ToyCritic(hidden=16, depth=2)
 TX = optax.adam(1e-3, 0.5, 0.9)
@@ -31,12 +34,12 @@ def test_vmapped_seeds_equal_separate_runs():
   assert stacked.step.shape == () and multiseed.num_seeds(stacked) == 3
   assert stacked.gen.params["hidden0"]["kernel"].shape == (3, 2, 16)
   data = multiseed.StackedIterator([iterator(s) for s in SEEDS])
-  step = multiseed.make_multiseed_train_step(CONFIG)
+  step = parallel.compile_step(STEP, seeds=True, flat_metrics=False)
   for _ in range(num_steps):
     stacked, metrics = step(stacked, next(data))
   assert metrics["d_loss"].shape == (3,)
 
-  single_step = steps.make_train_step(CONFIG)
+  single_step = parallel.compile_step(STEP)
   for k, seed in enumerate(SEEDS):
     state, it = create_gan_state(seed=seed, **KW), iterator(seed)
     for _ in range(num_steps):
@@ -53,7 +56,7 @@ def test_vmapped_seeds_equal_separate_runs():
 
 def test_shared_batch_and_flat_metrics():
   stacked = multiseed.create_multiseed_state((0, 1), **KW)
-  step = multiseed.make_multiseed_train_step(CONFIG, shared_batch=True, flat_metrics=True)
+  step = parallel.compile_step(STEP, seeds=True, shared_batch=True)
   stacked, metrics = step(stacked, next(iterator(0)))
   assert metrics["d_loss"].shape == () and metrics["finite"].dtype == np.bool_
   np.testing.assert_allclose(
@@ -84,7 +87,7 @@ def test_trainer_fit_runs_and_resumes_a_stacked_state(tmp_path):
       data=data,
       config=cfg,
       batch_axis=2,
-      train_step=multiseed.make_multiseed_train_step(CONFIG, flat_metrics=True),
+      train_step=parallel.compile_step(STEP, seeds=True),
     ), data
 
   state, _ = run(2)
@@ -94,3 +97,10 @@ def test_trainer_fit_runs_and_resumes_a_stacked_state(tmp_path):
     records = [json.loads(line) for line in f]
   assert [r["step"] for r in records] == [2, 4]
   assert "d_loss/seed1" in records[-1] and np.isfinite(records[-1]["d_loss"])
+
+
+def test_seed_axes_are_public_and_leave_the_iteration_counter_shared():
+  stacked = multiseed.create_multiseed_state((0, 1), **KW)
+  axes = multiseed.seed_axes(stacked)
+  assert axes.step is None and set(jax.tree.leaves(axes)) == {0}
+  assert len(jax.tree.leaves(axes)) == len(jax.tree.leaves(stacked)) - 1

@@ -4,6 +4,7 @@ NaN is injected into the real data of one iteration of a tiny WGAN-GP on the
 8-Gaussian ring, so the critic's loss and gradients become NaN there.
 """
 
+import functools
 import json
 import os
 
@@ -12,10 +13,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgan import parallel, steps, trainer
+from jaxgan import parallel, regularizers, trainer
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.data import toy
 from jaxgan.errors import NonFiniteError
+from jaxgan.families import gan
 from jaxgan.models.mlp import ToyCritic, ToyGenerator
 from jaxgan.state import create_gan_state
 
@@ -46,7 +48,13 @@ class NaNAt:
 
 
 def _fit(workdir, skip_nonfinite, num_steps=8, checkpoint_every=2):
-  config = steps.StepConfig(loss="wasserstein", n_critic=2, latent_dim=2, gp_weight=0.1, skip_nonfinite=skip_nonfinite)
+  config = gan.Config(
+    loss="wasserstein",
+    n_critic=2,
+    latent_dim=2,
+    penalties=(regularizers.wgan_gp(0.1),),
+    skip_nonfinite=skip_nonfinite,
+  )
   state = create_gan_state(
     seed=0,
     generator=ToyGenerator(hidden=8, depth=1),
@@ -57,9 +65,7 @@ def _fit(workdir, skip_nonfinite, num_steps=8, checkpoint_every=2):
     data_shape=(2,),
   )
   mesh = parallel.make_data_mesh(1)
-  train_step = steps.make_train_step(
-    config, state_sharding=parallel.replicated(mesh), batch_sharding=parallel.batch_sharded(mesh, batch_axis=1)
-  )
+  train_step = parallel.compile_step(functools.partial(gan.train_step, config=config), mesh=mesh)
   data = NaNAt(toy.MixtureIterator(toy.ring8(), 32, seed=0, n_critic=2))
   tconfig = trainer.TrainerConfig(
     workdir=str(workdir),

@@ -7,8 +7,9 @@ import optax
 import pytest
 from absl import flags
 
-from jaxgan import precision, steps
+from jaxgan import parallel, precision
 from jaxgan.errors import ConfigError
+from jaxgan.families import gan
 from jaxgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from jaxgan.state import create_gan_state
 
@@ -23,7 +24,7 @@ def test_bfloat16_policy_trains_with_float32_state():
   gen = precision.apply_policy(DCGANGenerator.tiny(), policy)
   disc = precision.apply_policy(DCGANDiscriminator.tiny(), "bfloat16")
   assert gen.dtype == jnp.bfloat16 and gen.param_dtype == jnp.float32 and gen.width == 4
-  config = steps.StepConfig(loss="non_saturating", latent_dim=8)
+  config = gan.Config(loss="non_saturating", latent_dim=8)
   state = create_gan_state(
     seed=0,
     generator=gen,
@@ -40,10 +41,10 @@ def test_bfloat16_policy_trains_with_float32_state():
     {"params": state.gen.params, "batch_stats": state.gen.batch_stats}, z, train=False, capture_intermediates=True
   )
   assert jnp.dtype(inter["intermediates"]["project"]["__call__"][0].dtype) == jnp.bfloat16
-  assert steps.generate(state, z).dtype == jnp.float32
+  assert gan.sample(state, z).dtype == jnp.float32
 
   before = np.asarray(state.gen.params["project"]["kernel"])  # the state is donated
-  new, metrics = steps.make_train_step(config)(state, batch)
+  new, metrics = parallel.compile_step(lambda s, b: gan.train_step(s, b, config))(state, batch)
   for net in (new.gen, new.disc):
     assert _float_dtypes(net.params) == {jnp.dtype(jnp.float32)}
     assert _float_dtypes(net.opt_state) == {jnp.dtype(jnp.float32)}

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxgan import experiment_utils as eu
 from jaxgan.data import images as di
 from jaxgan.data import stacked
 from jaxgan.metrics import classifier as clf
 from jaxgan.metrics.stacked import STACKED_NUM_SAMPLES, stacked_mode_count
+from jaxgan.recipes import images as eu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
