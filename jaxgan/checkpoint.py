@@ -37,6 +37,7 @@ for real runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -163,6 +164,54 @@ class _DropReadOnlyNotice(logging_std.Filter):
     return not ("/orbax/" in record.pathname and "read only" in record.getMessage())
 
 
+class _DrainingEventLoop(asyncio.SelectorEventLoop):
+  """An event loop whose ``close`` first waits for the tasks still pending on it.
+
+  Orbax runs each synchronous save in a fresh event loop and closes it as
+  soon as the save's coroutine returns or raises. When one write of a save
+  fails (a full disk), the other writes of that save are still in flight in
+  tensorstore; they complete after the loop is closed, and each completion
+  then fails on the closed loop ("Event loop is closed", one traceback per
+  write, printed by tensorstore's threads). Waiting for those tasks before the
+  loop closes lets every pending write finish on a live loop; their
+  exceptions are retrieved here (the save's own error is what is reported).
+  """
+
+  def close(self) -> None:
+    if not self.is_running() and not self.is_closed():
+      pending = [task for task in asyncio.all_tasks(self) if not task.done()]
+      if pending:
+        self.run_until_complete(asyncio.wait(pending, timeout=_DRAIN_SECONDS))
+      for task in pending:
+        if task.done() and not task.cancelled():
+          task.exception()  # retrieved: no "Task exception was never retrieved" report
+    super().close()
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+  def new_event_loop(self) -> asyncio.AbstractEventLoop:
+    return _DrainingEventLoop()
+
+
+_DRAIN_SECONDS = 120.0
+
+
+@contextlib.contextmanager
+def _pending_writes_drained() -> Iterator[None]:
+  """Within the block, orbax's event loops wait for every pending write before they close.
+
+  Only the event loop policy of this process is swapped, and only for the
+  block (a synchronous save in the calling thread); the previous policy is
+  restored afterwards.
+  """
+  previous = asyncio.get_event_loop_policy()
+  asyncio.set_event_loop_policy(_DrainingPolicy())
+  try:
+    yield
+  finally:
+    asyncio.set_event_loop_policy(previous)
+
+
 class _SlowTemporaryPath(ocp.path.atomicity.AtomicRenameTemporaryPath):
   """Testing only: orbax's atomic-rename directory with sleeps inside the write."""
 
@@ -237,8 +286,21 @@ class Checkpointer:
     positions of all processes are gathered into ``meta["data_states"]``
     (``meta["data_state"]`` is process 0's). Raises `CheckpointError` when the
     write fails (e.g. a full disk); the partial step is then removed and every
-    older step is left as it was.
+    older step is left as it was. ``meta`` must hold the run's
+    ``model_signature`` (`model_signature`; a restore checks it), and ``step``
+    must not be saved already: both are a `CheckpointError` before anything
+    is written.
     """
+    if "model_signature" not in meta:
+      raise CheckpointError(
+        "Checkpointer.save needs meta['model_signature'] (jaxgan.checkpoint.model_signature(name, state)): "
+        "restoring checks it against the run's model"
+      )
+    if step in self.all_steps():
+      raise CheckpointError(
+        f"checkpoint step {step} exists already in {self.directory}: a saved step is never overwritten; "
+        f"save another step, or delete it first (Checkpointer.delete({step}))"
+      )
     if _is_primary():
       self._empty_trash()  # leftovers of a pruning cut short by a kill
     meta = dict(meta, state_digest=state_digest(state))
@@ -248,7 +310,7 @@ class Checkpointer:
       if len(states) > 1:
         meta["data_states"] = states
     try:
-      with _orbax_errors_summarised():
+      with _orbax_errors_summarised(), _pending_writes_drained():
         self._manager.save(
           step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
         )
