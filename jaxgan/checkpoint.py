@@ -167,14 +167,15 @@ class _DropReadOnlyNotice(logging_std.Filter):
 class _DrainingEventLoop(asyncio.SelectorEventLoop):
   """An event loop whose ``close`` first waits for the tasks still pending on it.
 
-  Orbax runs each synchronous save in a fresh event loop and closes it as
-  soon as the save's coroutine returns or raises. When one write of a save
-  fails (a full disk), the other writes of that save are still in flight in
-  tensorstore; they complete after the loop is closed, and each completion
-  then fails on the closed loop ("Event loop is closed", one traceback per
-  write, printed by tensorstore's threads). Waiting for those tasks before the
-  loop closes lets every pending write finish on a live loop; their
-  exceptions are retrieved here (the save's own error is what is reported).
+  Orbax runs each synchronous save or restore in a fresh event loop and
+  closes it as soon as the operation's coroutine returns or raises. When one
+  write of a save fails (a full disk) -- or one read of a restore (a
+  truncated file) -- the others are still in flight in tensorstore; they
+  complete after the loop is closed, and each completion then fails on the
+  closed loop ("Event loop is closed", one traceback per write, printed by
+  tensorstore's threads). Waiting for those tasks before the loop closes lets
+  every pending operation finish on a live loop; their exceptions are
+  retrieved here (the operation's own error is what is reported).
   """
 
   def close(self) -> None:
@@ -197,8 +198,8 @@ _DRAIN_SECONDS = 120.0
 
 
 @contextlib.contextmanager
-def _pending_writes_drained() -> Iterator[None]:
-  """Within the block, orbax's event loops wait for every pending write before they close.
+def _pending_io_drained() -> Iterator[None]:
+  """Within the block, orbax's event loops wait for every pending read or write before they close.
 
   Only the event loop policy of this process is swapped, and only for the
   block (a synchronous save in the calling thread); the previous policy is
@@ -310,7 +311,7 @@ class Checkpointer:
       if len(states) > 1:
         meta["data_states"] = states
     try:
-      with _orbax_errors_summarised(), _pending_writes_drained():
+      with _orbax_errors_summarised(), _pending_io_drained():
         self._manager.save(
           step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
         )
@@ -335,12 +336,12 @@ class Checkpointer:
         shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def read_meta(self, step: int) -> dict:
-    with _orbax_errors_summarised():
+    with _orbax_errors_summarised(), _pending_io_drained():
       restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored["meta"])
 
   def _restore_step(self, step: int, abstract: Any) -> Any:
-    with _orbax_errors_summarised():
+    with _orbax_errors_summarised(), _pending_io_drained():
       restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     return restored["state"]
 

@@ -81,7 +81,7 @@ from jaxgan.errors import ConfigError, StorageError
 from jaxgan.families import cyclegan, gan, pix2pix
 from jaxgan.metrics import classifier as clf
 from jaxgan.metrics import features as features_lib
-from jaxgan.metrics import frechet, inception_score, kid, modes, prdc
+from jaxgan.metrics import frechet, inception_score, kid, modes, prdc, stacked
 from jaxgan.recipes import conditional as conditional_recipe
 from jaxgan.recipes import images as image_recipe
 
@@ -184,8 +184,10 @@ class _InceptionBoth:
     return jnp.concatenate([feats, logits], axis=1)
 
 
-def _sanitize(value: float) -> float | str:
-  """JSON has no NaN / Infinity: those become the strings "nan" / "inf" / "-inf"."""
+def _sanitize(value: float | None) -> float | str | None:
+  """JSON has no NaN / Infinity: those become the strings "nan" / "inf" / "-inf" (None: no such number)."""
+  if value is None:
+    return None
   value = float(value)
   return value if math.isfinite(value) else str(value)
 
@@ -251,6 +253,13 @@ class ImageEvaluator:
           )
     groups = [g for g in applicable if g in metrics] if explicit else applicable
 
+    def skip(group: str, error: str, note: str) -> None:
+      """A group that cannot be computed: an error when it was asked for by name, else a note."""
+      if explicit:
+        raise ConfigError(error)
+      self.notes.append(note)
+      groups.remove(group)
+
     source, self.image_shape = setup.info["source"], setup.info["image_shape"]
     self.num_classes = source.num_classes
     # ------------------------------------------------------------ the classifier
@@ -275,13 +284,12 @@ class ImageEvaluator:
         check_classifier(classifier_workdir, dataset, self.image_shape, self.num_classes)
         self.classifier = clf.ClassifierFeatures(classifier_workdir, dataset)
         if "modes" in groups:
-          if explicit:
-            raise ConfigError(
-              f"--metrics=modes counts stacked modes with a classifier trained on "
-              f"{self.stacked_base}: {_train_hint(self.stacked_base)}"
-            )
-          self.notes.append(f"stacked modes skipped: they need a classifier trained on {self.stacked_base}")
-          groups.remove("modes")
+          skip(
+            "modes",
+            f"--metrics=modes counts stacked modes with a classifier trained on {self.stacked_base}: "
+            f"{_train_hint(self.stacked_base)}",
+            f"stacked modes skipped: they need a classifier trained on {self.stacked_base}",
+          )
       self.classifier_info = {k: info.get(k) for k in ("arch", "dataset", "test_accuracy", "params_digest")} | {
         "workdir": os.path.abspath(classifier_workdir)
       }
@@ -302,25 +310,14 @@ class ImageEvaluator:
         self.notes.append(
           f"no --classifier_workdir: {what}; for classifier features {_train_hint(self.stacked_base or dataset)}"
         )
-    if "modes" in groups:
-      try:
-        from jaxgan.metrics.stacked import stacked_mode_count  # written alongside; optional until then
-      except ImportError:
-        if explicit:
-          raise ConfigError("--metrics=modes needs jaxgan.metrics.stacked, which this installation lacks") from None
-        self.notes.append("stacked modes skipped: jaxgan.metrics.stacked is not available")
-        groups.remove("modes")
-      else:
-        self._stacked_mode_count = stacked_mode_count
     dims = int(np.prod(self.image_shape))
     if self.classifier is None and "fcd" in groups and dims > PIXEL_FRECHET_MAX_DIM:
-      if explicit:
-        raise ConfigError(
-          f"--metrics=fcd without a classifier would be a Fréchet distance on {dims} pixels "
-          f"(too large a covariance): {_train_hint(dataset)}"
-        )
-      self.notes.append(f"pixel Fréchet distance skipped: {dims} pixel dimensions > {PIXEL_FRECHET_MAX_DIM}")
-      groups.remove("fcd")
+      skip(
+        "fcd",
+        f"--metrics=fcd without a classifier would be a Fréchet distance on {dims} pixels (too large a covariance): "
+        f"{_train_hint(dataset)}",
+        f"pixel Fréchet distance skipped: {dims} pixel dimensions > {PIXEL_FRECHET_MAX_DIM}",
+      )
     # ------------------------------------------------------------ Inception
     self.inception, self.inception_weights = None, None
     wants_inception = [g for g in groups if g in ("fid", "is")]
@@ -445,7 +442,7 @@ class ImageEvaluator:
       acc = clf.label_accuracy(self.classifier.logits_fn, images, labels, self.num_classes)
       out["label_accuracy"] = (acc["accuracy"], None)
     if "modes" in self.groups:
-      counted = self._stacked_mode_count(self.stacked_logits, images)
+      counted = stacked.stacked_mode_count(self.stacked_logits, images)
       out["stacked_modes"] = (float(counted["modes"]), None)
       out["stacked_kl_to_uniform"] = (float(counted["kl_to_uniform"]), None)
     if "fid" in self.groups or "is" in self.groups:
@@ -734,7 +731,7 @@ def evaluate_run(
     "checkpoint": run.checkpoint,
     "step": run.step,
     "best": None if best is None else {k: best.get(k) for k in ("best_metric", "best_mode", "best_value", "step")},
-    "parameters": "ema" if run.state.ema_params is not None else "generator",
+    "parameters": "ema" if getattr(run.state, "ema_params", None) is not None else "generator",
     "classifier": evaluator.classifier_info,
     "inception_weights": evaluator.inception_weights,
     "held_out": evaluator.held_out,
@@ -746,6 +743,8 @@ def evaluate_run(
 
 
 def _fmt(value: Any, std: Any = None) -> str:
+  if value is None:
+    return "n/a"
   text = f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
   if std is not None:
     text += f" ± {std:.2g}" if isinstance(std, (int, float)) else f" ± {std}"

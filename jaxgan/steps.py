@@ -17,22 +17,61 @@ iteration had a finite loss and finite gradients. An update reports its own
 reduces every metric over the scanned updates (numbers by their mean, flags
 by ``all``) and sets ``finite`` to the conjunction of the ``*_finite`` flags.
 An update that reports none is an error, never a silently disabled NaN guard.
+
+`AdversarialConfig` holds what every family's config has: the loss (a name
+or a `jaxgan.losses.GANLoss`), label smoothing, the discriminator penalties
+(`jaxgan.regularizers.Penalty`) and the NaN skip.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from jaxgan import losses, regularizers
 from jaxgan.errors import ConfigError
 
 Array = jax.Array
 Batch = dict[str, Array]
 Metrics = dict[str, Array]
 Update = Callable[[Any, Batch, Array], tuple[Any, Metrics]]
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialConfig:
+  """The adversarial settings every family's ``Config`` extends.
+
+  Attributes:
+    loss: a name in `jaxgan.losses.LOSSES` (see `jaxgan.losses.register_loss`)
+      or a `jaxgan.losses.GANLoss` value.
+    real_label: target for real samples of the named losses that have one;
+      0.9 is one-sided label smoothing (Salimans et al., 2016).
+    penalties: `jaxgan.regularizers.Penalty` terms added to the
+      discriminator's loss, in order (e.g. ``(regularizers.wgan_gp(10.0),)``).
+    skip_nonfinite: drop (rather than apply) an update whose loss or gradients
+      are NaN/Inf.
+  """
+
+  loss: str | losses.GANLoss = "non_saturating"
+  real_label: float = 1.0
+  penalties: tuple[regularizers.Penalty, ...] = ()
+  skip_nonfinite: bool = False
+
+  def __post_init__(self):
+    object.__setattr__(self, "penalties", tuple(self.penalties))
+    if not 0.0 < self.real_label <= 1.0:
+      raise ConfigError(f"real_label must be in (0, 1], got {self.real_label}")
+    if any(not isinstance(p, regularizers.Penalty) for p in self.penalties):
+      raise ConfigError("penalties must be jaxgan.regularizers.Penalty values (e.g. regularizers.wgan_gp(10.0))")
+    self.gan_loss()
+
+  def gan_loss(self) -> losses.GANLoss:
+    """The `GANLoss` the updates call."""
+    return losses.get_loss(self.loss, real_label=self.real_label)
 
 
 def reduce_metrics(metrics: Metrics) -> Metrics:

@@ -1,6 +1,13 @@
 """The training loop: the only impure code in jaxgan.
 
-`fit` drives a compiled ``train_step(state, batch) -> (state, metrics)``:
+`fit` drives a compiled ``train_step(state, batch) -> (state, metrics)`` (any
+step; `jaxgan.parallel.compile_step` makes one, and `fit` takes its mesh and
+batch axis from it). The metrics contract (`jaxgan.steps`): a flat dict of
+scalars with a boolean ``finite``, True when every update of the iteration had
+a finite loss and finite gradients; ``{name}_finite`` flags name the network
+at fault (``d``: the discriminator, ``g``: the generator). A step whose
+metrics have no ``finite`` is refused at its first iteration
+(`check_metrics`), never run with the NaN guard off.
 
 * mesh: the state is replicated and batches are split over a `jax.make_mesh` mesh;
 * input: any iterator of batch dicts with ``get_state`` / ``set_state``;

@@ -15,9 +15,13 @@ the last three are what `tests/test_regression.py` pins with a tolerance.
 
   python tests/regression_runs.py record OUT.json [NAME ...]
   python tests/regression_runs.py compare A.json B.json
+  python tests/regression_runs.py pin [NAME ...]
 
 ``record`` runs the named runs (default: all) and writes their summaries;
-``compare`` reports which runs' digests differ between two recordings.
+``compare`` reports which runs' digests differ between two recordings;
+``pin`` rewrites `GOLDEN` (the values `tests/test_regression.py` checks) from
+fresh runs -- only when a change of the maths is deliberate, and say which
+run changed and why in the commit.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import reliability_harness as h  # noqa: E402
 
 ROOT = h.ROOT
 FLAGS_DIR = os.path.join(ROOT, "experiments", "flags")
+GOLDEN = os.path.join(ROOT, "tests", "golden", "regression.json")
 SHORT = ["--sample_every=0", "--keep_checkpoints=1"]
 
 
@@ -244,6 +249,25 @@ def record(out_path: str, names: list[str]) -> dict:
   return results
 
 
+def pinned(summary: dict) -> dict:
+  """What the regression test pins of a summary: final metrics, parameter norms and values (no digests)."""
+  return {k: summary[k] for k in ("step", "metrics", "norms", "values")}
+
+
+def pin(names: list[str]) -> None:
+  with tempfile.TemporaryDirectory() as tmp:
+    results = record(os.path.join(tmp, "all.json"), names)
+  golden = {}
+  if os.path.exists(GOLDEN):
+    with open(GOLDEN) as f:
+      golden = json.load(f)
+  golden.update({name: pinned(summary) for name, summary in results.items()})
+  os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+  with open(GOLDEN, "w") as f:
+    json.dump(golden, f, indent=1, sort_keys=True)
+    f.write("\n")
+
+
 def compare(a_path: str, b_path: str) -> int:
   with open(a_path) as f:
     a = json.load(f)
@@ -273,6 +297,8 @@ def compare(a_path: str, b_path: str) -> int:
 if __name__ == "__main__":
   if sys.argv[1] == "record":
     record(sys.argv[2], sys.argv[3:] or list(RUNS))
+  elif sys.argv[1] == "pin":
+    pin(sys.argv[2:] or list(RUNS))
   elif sys.argv[1] == "compare":
     sys.exit(1 if compare(sys.argv[2], sys.argv[3]) else 0)
   else:

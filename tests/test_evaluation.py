@@ -19,7 +19,7 @@ import pytest
 import reliability_harness as h
 
 from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import evaluation, parallel, regularizers, trainer
+from jaxgan import evaluation, parallel, recipes, regularizers, trainer
 from jaxgan.data import toy
 from jaxgan.errors import CheckpointError, ConfigError, JaxganError
 from jaxgan.families import gan
@@ -80,7 +80,10 @@ def programs(tmp_path_factory):
       "test_accuracy": accuracy,
     },
   )
-  dirs = {name: str(base / name) for name in ("dcgan", "cgan", "wgan")}
+  dirs = {name: str(base / name) for name in ("dcgan", "cgan", "wgan", "pix2pix", "cyclegan")}
+  tiny_translation = ["--dataset=digits_edges", "--image_size=16", "--base_features=4", "--patch_size=16"]
+  tiny_translation += ["--d_base_features=4", "--num_steps=2", "--log_every=1", "--checkpoint_every=2"]
+  tiny_translation += ["--sample_every=0", "--num_eval=12", "--num_strip=2", "--jitter=false"]
   started = {
     "dcgan": _start(
       "dcgan.py",
@@ -124,6 +127,13 @@ def programs(tmp_path_factory):
       ],
     ),
     "wgan": _start("wgan.py", [*h.WGAN_TINY, "--num_steps=20", f"--workdir={dirs['wgan']}"]),
+    "pix2pix": _start(
+      "pix2pix.py", [*tiny_translation, "--max_features=8", "--batch_size=4", f"--workdir={dirs['pix2pix']}"]
+    ),
+    "cyclegan": _start(
+      "cyclegan.py",
+      [*tiny_translation, "--num_blocks=1", "--pool_size=2", "--batch_size=2", f"--workdir={dirs['cyclegan']}"],
+    ),
   }
   done = {}
 
@@ -395,7 +405,7 @@ def test_bad_input_is_one_error_line(programs, tmp_path):
     assert returncode == 1, (name, stderr)
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (name, stderr)
   assert h.snapshot(dcgan) == before
-  # The same library errors in-process (jaxgan.cli.run prints any of them as the one line).
+  # The same library errors in-process (experiments/launch.run prints any of them as the one line).
   for kwargs, error, expected in [
     (
       dict(workdir=dcgan, classifier_workdir=str(tmp_path / "none")),
@@ -415,24 +425,33 @@ def test_bad_input_is_one_error_line(programs, tmp_path):
   assert h.snapshot(dcgan) == before
 
 
+def dcgan_setup(**overrides):
+  """The `jaxgan.runs.Setup` of a tiny dcgan.py run on the digits (every flag the recipe reads)."""
+  cfg = dict(
+    dataset="digits", split="train", data_dir=None, image_size=0, channels=0, convert_data=False,
+    generator="dcgan", discriminator="dcgan", g_widths=["4"], d_widths=["4"], loss="non_saturating",
+    real_label=1.0, n_critic=1, n_gen=1, latent_dist="normal", latent_dim=8, ema_decay=0.0, lr=2e-4, d_lr=0.0,
+    b1=0.5, b2=0.999, lr_schedule="constant", decay_start=0.0, num_steps=2, batch_size=16, seed=0,
+  )  # fmt: skip
+  return recipes.setup({**cfg, **overrides}, experiment="dcgan")
+
+
 def test_training_flags_are_checked_before_training(tmp_path):
-  cfg = {"experiment": "dcgan", "generator": "dcgan", "g_widths": ["4"], "dataset": "digits", "seed": 0}
+  setup = dcgan_setup()
   with pytest.raises(ConfigError, match="--best_metric=fcd needs --eval_every > 0"):
-    evaluation.training_eval(cfg, None, eval_every=0, best_metric="fcd", classifier_workdir=None, num_samples=100)
+    evaluation.training_eval(setup, eval_every=0, best_metric="fcd", classifier_workdir=None, num_samples=100)
   with pytest.raises(
     ConfigError, match="--best_metric=fcd is not computed.*pixel_frechet_distance.*need --classifier_workdir"
   ):
-    evaluation.training_eval(cfg, None, eval_every=5, best_metric="fcd", classifier_workdir=None, num_samples=100)
+    evaluation.training_eval(setup, eval_every=5, best_metric="fcd", classifier_workdir=None, num_samples=100)
   assert evaluation.metric_mode("fcd") == "min" and evaluation.metric_mode("label_accuracy") == "max"
   assert evaluation.parse_metrics("") is None and evaluation.parse_metrics(["kid", "fcd"]) == ("kid", "fcd")
 
 
 def test_stacked_dataset_counts_modes_with_the_base_classifier(programs):
   pytest.importorskip("jaxgan.metrics.stacked")
-  cfg = {"experiment": "dcgan", "generator": "dcgan", "g_widths": [], "dataset": "stacked_digits", "seed": 0}
-  evaluator = evaluation.ImageEvaluator(
-    cfg, "image", classifier_workdir=programs("classifier"), num_real=300, num_fake=300
-  )
+  setup = dcgan_setup(dataset="stacked_digits", g_widths=[], d_widths=[])
+  evaluator = evaluation.ImageEvaluator(setup, classifier_workdir=programs("classifier"), num_real=300, num_fake=300)
   assert evaluator.metric_names == [
     "pixel_frechet_distance",
     "pixel_kid",
@@ -447,4 +466,30 @@ def test_stacked_dataset_counts_modes_with_the_base_classifier(programs):
   assert 150 < floor["stacked_modes"][0] <= 300 and floor["stacked_kl_to_uniform"][0] < 1.5
   assert any("trained on digits" in note for note in evaluator.notes)
   with pytest.raises(ConfigError, match="--metrics=fcd needs a classifier trained on stacked_digits"):
-    evaluation.ImageEvaluator(cfg, "image", metrics=["fcd"], classifier_workdir=programs("classifier"))
+    evaluation.ImageEvaluator(setup, metrics=["fcd"], classifier_workdir=programs("classifier"))
+
+
+def test_translation_runs_load_and_evaluate_through_the_registry(programs):
+  """Pix2Pix and CycleGAN runs restore through jaxgan.recipes and score beside the identity map."""
+  from jaxgan.data import paired
+
+  held = paired.make_paired_source("digits_edges", "test", 16)
+  a, b = (x[:12].astype(np.float32) / 127.5 - 1.0 for x in held.arrays())
+  identity = float(np.mean(np.abs(a - b)))
+  result = evaluation.evaluate_run(programs("pix2pix"), num_fake=12)
+  rows = {r["metric"]: r for r in result["records"]}
+  assert result["header"]["kind"] == "paired" and result["header"]["experiment"] == "pix2pix"
+  assert set(rows) == {"l1_eval", "l1_paper"} and rows["l1_eval"]["n_fake"] == 12
+  assert rows["l1_eval"]["floor"] == pytest.approx(identity, rel=1e-6) and 0 < rows["l1_eval"]["value"] < 2
+  with open(os.path.join(programs("pix2pix"), "eval_metrics.json")) as f:
+    written = json.load(f)  # the script's final evaluation went through the same evaluator
+  assert written["l1_model_eval"] == pytest.approx(rows["l1_eval"]["value"], rel=1e-6)
+  assert written["l1_identity"] == pytest.approx(identity, rel=1e-6)
+
+  result = evaluation.evaluate_run(programs("cyclegan"), num_fake=12)
+  rows = {r["metric"]: r for r in result["records"]}
+  assert result["header"]["kind"] == "unpaired" and result["header"]["step"] == 2
+  assert set(rows) == {"cycle_error_a", "cycle_error_b", "l1_g_vs_true_b", "l1_f_vs_true_a"}
+  assert rows["cycle_error_a"]["floor"] is None  # the identity map has no cycle error to compare with
+  assert rows["l1_g_vs_true_b"]["floor"] == pytest.approx(identity, rel=1e-6)
+  assert "| cycle_error_a |" in evaluation.results_markdown(result["records"], result["header"])

@@ -124,39 +124,27 @@ class State(flax.struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  """Static settings of the CycleGAN update.
+class Config(steps.AdversarialConfig):
+  """Static settings of the CycleGAN update: `jaxgan.steps.AdversarialConfig` (``loss`` "least_squares", as
+  in the paper; ``penalties`` are added to each discriminator's loss) and
 
   Attributes:
-    loss: adversarial loss, a name in `jaxgan.losses.LOSSES` or a `GANLoss`
-      ("least_squares").
     lambda_a, lambda_b: cycle weights (10).
     lambda_identity: identity weight relative to lambda (0.5; 0 disables it,
       and it needs both domains to have the same channel count).
-    real_label: D's target for real images (1.0).
-    penalties: `jaxgan.regularizers.Penalty` terms added to each
-      discriminator's loss.
     jitter: the random jitter of each domain (independently; `jaxgan.augment.Jitter`).
-    skip_nonfinite: drop an update whose loss or gradients are NaN/Inf.
   """
 
   loss: str | losses_lib.GANLoss = "least_squares"
   lambda_a: float = 10.0
   lambda_b: float = 10.0
   lambda_identity: float = 0.5
-  real_label: float = 1.0
-  penalties: tuple[regularizers.Penalty, ...] = ()
   jitter: augment.Jitter = augment.Jitter()
-  skip_nonfinite: bool = False
 
   def __post_init__(self):
-    object.__setattr__(self, "penalties", tuple(self.penalties))
-    self.gan_loss()
+    super().__post_init__()
     if min(self.lambda_a, self.lambda_b, self.lambda_identity) < 0:
       raise ConfigError("lambda_a, lambda_b and lambda_identity must be >= 0")
-
-  def gan_loss(self) -> losses_lib.GANLoss:
-    return losses_lib.get_loss(self.loss, real_label=self.real_label)
 
   def generator_scale(self) -> float:
     """The factor on the generator's adversarial terms: 2 for the least-squares loss.

@@ -44,48 +44,34 @@ LATENT_DISTRIBUTIONS = ("normal", "uniform")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  """Static settings of the GAN update.
+class Config(steps.AdversarialConfig):
+  """Static settings of the GAN update: `jaxgan.steps.AdversarialConfig` (loss, real_label, penalties,
+  skip_nonfinite) and
 
   Attributes:
-    loss: a name in `jaxgan.losses.LOSSES` (see `jaxgan.losses.register_loss`)
-      or a `jaxgan.losses.GANLoss` value.
     n_critic: D updates per iteration (k in Goodfellow et al.'s Algorithm 1).
     n_gen: G updates per iteration.
     latent_dim: size of z.
     latent_dist: "normal" for N(0, I) or "uniform" for U(-1, 1).
-    real_label: target for real samples of the named losses that have one;
-      0.9 is one-sided label smoothing.
-    penalties: `jaxgan.regularizers.Penalty` terms added to D's loss, in order
-      (e.g. ``(regularizers.wgan_gp(10.0),)``).
     ema_decay: decay of the generator EMA (0: no EMA); the state must keep
       EMA parameters exactly when it is > 0.
     num_classes: > 0 for class-conditional models; G's labels are then drawn
       uniformly with their own key.
-    skip_nonfinite: drop (rather than apply) an update whose loss or gradients
-      are NaN/Inf.
     pack: PacGAN packing degree m (Lin et al., 2018): the discriminator judges
       m samples at once, concatenated along the last axis (features of flat
       data, channels of images); the gradient penalty then acts per pack.
   """
 
-  loss: str | losses_lib.GANLoss = "non_saturating"
   n_critic: int = 1
   n_gen: int = 1
   latent_dim: int = 100
   latent_dist: str = "normal"
-  real_label: float = 1.0
-  penalties: tuple[regularizers.Penalty, ...] = ()
   ema_decay: float = 0.0
   num_classes: int = 0
-  skip_nonfinite: bool = False
   pack: int = 1
 
   def __post_init__(self):
-    object.__setattr__(self, "penalties", tuple(self.penalties))
-    if not 0.0 < self.real_label <= 1.0:
-      raise ConfigError(f"real_label must be in (0, 1], got {self.real_label}")
-    self.gan_loss()
+    super().__post_init__()
     if self.n_critic < 1:
       raise ConfigError(f"n_critic must be >= 1, got {self.n_critic}")
     if self.n_gen < 1:
@@ -96,16 +82,10 @@ class Config:
       raise ConfigError(f"unknown latent_dist {self.latent_dist!r}: choose one of {', '.join(LATENT_DISTRIBUTIONS)}")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-    if any(not isinstance(p, regularizers.Penalty) for p in self.penalties):
-      raise ConfigError("penalties must be jaxgan.regularizers.Penalty values (e.g. regularizers.wgan_gp(10.0))")
     if self.pack < 1:
       raise ConfigError(f"pack must be >= 1, got {self.pack}")
     if self.pack > 1 and self.num_classes:
       raise ConfigError("packing (pack > 1) is not defined for class-conditional models: use pack=1")
-
-  def gan_loss(self) -> losses_lib.GANLoss:
-    """The `GANLoss` the updates call."""
-    return losses_lib.get_loss(self.loss, real_label=self.real_label)
 
 
 def init_state(

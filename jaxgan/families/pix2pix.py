@@ -40,36 +40,24 @@ PENALTY_TAG = 0x9E4A
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  """Static settings of the Pix2Pix update.
+class Config(steps.AdversarialConfig):
+  """Static settings of the Pix2Pix update: `jaxgan.steps.AdversarialConfig` (``loss`` "non_saturating" is
+  the paper's sigmoid cross-entropy on every patch; ``penalties`` are added to D's scaled loss) and
 
   Attributes:
-    loss: adversarial loss, a name in `jaxgan.losses.LOSSES` or a `GANLoss`;
-      "non_saturating" is the paper's sigmoid cross-entropy on every patch.
     l1_weight: lambda (100).
     d_loss_scale: factor on D's adversarial loss (0.5).
-    real_label: D's target for real pairs (1.0).
-    penalties: `jaxgan.regularizers.Penalty` terms added to D's (scaled) loss.
     jitter: the random jitter of (input, target) pairs (`jaxgan.augment.Jitter`).
-    skip_nonfinite: drop an update whose loss or gradients are NaN/Inf.
   """
 
-  loss: str | losses_lib.GANLoss = "non_saturating"
   l1_weight: float = 100.0
   d_loss_scale: float = 0.5
-  real_label: float = 1.0
-  penalties: tuple[regularizers.Penalty, ...] = ()
   jitter: augment.Jitter = augment.Jitter()
-  skip_nonfinite: bool = False
 
   def __post_init__(self):
-    object.__setattr__(self, "penalties", tuple(self.penalties))
-    self.gan_loss()
+    super().__post_init__()
     if self.l1_weight < 0 or self.d_loss_scale <= 0:
       raise ConfigError("l1_weight must be >= 0 and d_loss_scale > 0")
-
-  def gan_loss(self) -> losses_lib.GANLoss:
-    return losses_lib.get_loss(self.loss, real_label=self.real_label)
 
 
 def init_state(

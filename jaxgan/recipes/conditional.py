@@ -3,8 +3,9 @@
 * `build(cfg)` -- the run's `jaxgan.runs.Setup`: the labelled image source, a
   conditional generator / discriminator from the registries of
   `jaxgan.models.cgan` sized for its images and classes (`build_conditional_pair`),
-  Adam or RMSProp for each network, the `jaxgan.families.gan.Config` with the
-  penalties of --gp_weight / --r1_weight, and the training stream with labels.
+  Adam or RMSProp for each network and the `jaxgan.families.gan.Config` with the
+  penalties of --gp_weight / --r1_weight (`jaxgan.recipes.gan_settings`), and
+  the training stream with labels.
 * `sampling_state` -- EMA parameters with BatchNorm statistics re-measured
   for them under class-balanced labels.
 * `class_grid` / `save_class_grid` -- the per-class sample grid of the cGAN
@@ -23,11 +24,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxgan import optimizers, regularizers, runs, sampling, viz
+from jaxgan import runs, sampling, viz
 from jaxgan.data import images as images_lib
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
 from jaxgan.models import cgan
+from jaxgan.recipes import gan_settings
 from jaxgan.recipes import images as image_recipe
 from jaxgan.state import GANState
 
@@ -106,43 +108,6 @@ def conditional_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]
   )
 
 
-def make_optimizers(cfg: Mapping[str, Any]):
-  """(g_tx, d_tx): --optimizer with --lr_schedule; D at --d_lr (default --lr) over n_critic updates per iteration."""
-  d_lr = cfg["lr"] if cfg.get("d_lr") is None else cfg["d_lr"]
-
-  def tx(lr, num_updates):
-    rate = optimizers.learning_rate(
-      lr, cfg.get("lr_schedule", "constant"), num_updates=num_updates, decay_start=cfg.get("decay_start", 0.0)
-    )
-    return optimizers.make_optimizer(cfg.get("optimizer", "adam"), rate, b1=cfg["b1"], b2=cfg["b2"])
-
-  return tx(cfg["lr"], cfg["num_steps"]), tx(d_lr, cfg["num_steps"] * cfg["n_critic"])
-
-
-def penalties(cfg: Mapping[str, Any]) -> tuple[regularizers.Penalty, ...]:
-  """The D penalties of --gp_weight (WGAN-GP) and --r1_weight (R1 gamma), in that order."""
-  out = []
-  if cfg.get("gp_weight"):
-    out.append(regularizers.wgan_gp(cfg["gp_weight"]))
-  if cfg.get("r1_weight"):
-    out.append(regularizers.r1(cfg["r1_weight"]))
-  return tuple(out)
-
-
-def step_config(cfg: Mapping[str, Any], num_classes: int) -> gan.Config:
-  return gan.Config(
-    loss=cfg["loss"],
-    n_critic=cfg["n_critic"],
-    latent_dim=cfg["latent_dim"],
-    latent_dist=cfg["latent_dist"],
-    real_label=cfg["real_label"],
-    penalties=penalties(cfg),
-    ema_decay=cfg["ema_decay"],
-    num_classes=num_classes,
-    skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
-  )
-
-
 def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
   """The `jaxgan.runs.Setup` of a cgan.py run; a dataset without labels is one `ConfigError`."""
   runs.require(cfg, "dataset", "generator", "discriminator", "latent_dim", "seed")
@@ -150,27 +115,17 @@ def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
   if source.num_classes is None:
     raise ConfigError(f"dataset {cfg['dataset']!r} has no labels: a conditional GAN needs labelled data")
   image_shape, num_classes = tuple(source.images_shape), source.num_classes
-  generator, discriminator = conditional_models(cfg, image_shape, num_classes)
-  config = step_config(cfg, num_classes)
-  g_tx, d_tx = make_optimizers(cfg)
+  gen, disc = conditional_models(cfg, image_shape, num_classes)
+  config = gan_settings.config(cfg, num_classes=num_classes)
+  g_tx, d_tx = gan_settings.optimizers(cfg, d_lr=cfg["lr"] if cfg.get("d_lr") is None else cfg["d_lr"])
 
   def init_one(seed):
-    return gan.init_state(
-      config, seed=seed, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx, data_shape=image_shape
-    )
+    nets = dict(generator=gen, discriminator=disc, g_tx=g_tx, d_tx=d_tx, data_shape=image_shape)
+    return gan.init_state(config, seed=seed, **nets)
 
-  return runs.Setup(
-    experiment=experiment,
-    kind="conditional",
-    family=gan,
-    cfg=dict(cfg),
-    config=config,
-    seeds=(int(cfg["seed"]),),
-    init_one=init_one,
-    make_data=lambda: image_recipe.make_batches(source, cfg, keep_labels=True),
-    batch_axis=1,
-    info={"source": source, "image_shape": image_shape, "num_classes": num_classes},
-  )
+  info = {"source": source, "image_shape": image_shape, "num_classes": num_classes}
+  seeds, data = (int(cfg["seed"]),), lambda: image_recipe.make_batches(source, cfg, keep_labels=True)
+  return runs.Setup(experiment, "conditional", gan, dict(cfg), config, seeds, init_one, data, batch_axis=1, info=info)
 
 
 # ---------------------------------------------------------------------------- sampling

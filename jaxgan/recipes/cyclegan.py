@@ -62,29 +62,10 @@ def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
     return CycleGANDiscriminator(patch_size=int(cfg["patch_size"]), base_features=cfg["d_base_features"])
 
   def init_one(seed):
-    return cyclegan.init_state(
-      config,
-      seed=seed,
-      generator_ab=generator(shape_b[-1]),
-      generator_ba=generator(shape_a[-1]),
-      discriminator_a=discriminator(),
-      discriminator_b=discriminator(),
-      g_tx=tx,
-      d_tx=tx,
-      shape_a=shape_a,
-      shape_b=shape_b,
-      pool_size=cfg["pool_size"],
-    )
+    nets = dict(generator_ab=generator(shape_b[-1]), generator_ba=generator(shape_a[-1]))
+    nets.update(discriminator_a=discriminator(), discriminator_b=discriminator(), g_tx=tx, d_tx=tx)
+    return cyclegan.init_state(config, seed=seed, **nets, shape_a=shape_a, shape_b=shape_b, pool_size=cfg["pool_size"])
 
-  return runs.Setup(
-    experiment=experiment,
-    kind="unpaired",
-    family=cyclegan,
-    cfg=dict(cfg),
-    config=config,
-    seeds=(int(cfg["seed"]),),
-    init_one=init_one,
-    make_data=lambda: paired.UnpairedIterator(source_a, source_b, cfg["batch_size"], cfg["seed"]),
-    batch_axis=0,
-    info={"sources": (source_a, source_b), "test_sources": (test_a, test_b)},
-  )
+  info = {"sources": (source_a, source_b), "test_sources": (test_a, test_b)}
+  seeds, data = (int(cfg["seed"]),), lambda: paired.UnpairedIterator(source_a, source_b, cfg["batch_size"], cfg["seed"])
+  return runs.Setup(experiment, "unpaired", cyclegan, dict(cfg), config, seeds, init_one, data, batch_axis=0, info=info)

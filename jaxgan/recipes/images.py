@@ -30,13 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxgan import optimizers, runs, sampling, trainer, viz
+from jaxgan import runs, sampling, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
 from jaxgan.metrics import frechet, prdc
 from jaxgan.models import dcgan, mlp
 from jaxgan.models.dcgan import radford_num_stages
+from jaxgan.recipes import gan_settings
 from jaxgan.state import GANState
 
 GENERATORS = {"mlp": mlp.MLPGenerator, **dcgan.GENERATORS}
@@ -278,34 +279,6 @@ def build_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]):
   return gen, disc
 
 
-def make_optimizers(cfg: Mapping[str, Any]):
-  """(g_tx, d_tx): Adam(lr, b1, b2) with --lr_schedule over each network's updates (D at --d_lr, 0: --lr)."""
-
-  def tx(lr, num_updates):
-    rate = optimizers.learning_rate(
-      lr, cfg.get("lr_schedule", "constant"), num_updates=num_updates, decay_start=cfg.get("decay_start", 0.0)
-    )
-    return optimizers.make_optimizer("adam", rate, b1=cfg["b1"], b2=cfg["b2"])
-
-  return tx(cfg["lr"], cfg["num_steps"] * cfg["n_gen"]), tx(
-    cfg.get("d_lr") or cfg["lr"], cfg["num_steps"] * cfg["n_critic"]
-  )
-
-
-def step_config(cfg: Mapping[str, Any]) -> gan.Config:
-  """The `jaxgan.families.gan.Config` of the run."""
-  return gan.Config(
-    loss=cfg["loss"],
-    n_critic=cfg["n_critic"],
-    n_gen=cfg["n_gen"],
-    latent_dim=cfg["latent_dim"],
-    latent_dist=cfg["latent_dist"],
-    real_label=cfg["real_label"],
-    ema_decay=cfg["ema_decay"],
-    skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
-  )
-
-
 def build(cfg: Mapping[str, Any], experiment: str) -> runs.Setup:
   """The `jaxgan.runs.Setup` of a gan.py / dcgan.py run (``experiment`` is "gan" or "dcgan").
 
@@ -314,36 +287,18 @@ def build(cfg: Mapping[str, Any], experiment: str) -> runs.Setup:
   """
   runs.require(cfg, "dataset", "generator", "discriminator", "g_widths", "d_widths", "latent_dim", "seed")
   source, image_shape = open_dataset(cfg)
-  generator, discriminator = build_models(cfg, image_shape)
-  config = step_config(cfg)
-  g_tx, d_tx = make_optimizers(cfg)
+  gen, disc = build_models(cfg, image_shape)
+  config = gan_settings.config(cfg)
+  g_tx, d_tx = gan_settings.optimizers(cfg, d_lr=cfg.get("d_lr") or cfg["lr"])
 
   def init_one(seed):
     # One compiled program instead of one per initialiser op (much faster on CPU).
-    return jax.jit(
-      lambda: gan.init_state(
-        config,
-        seed=seed,
-        generator=generator,
-        discriminator=discriminator,
-        g_tx=g_tx,
-        d_tx=d_tx,
-        data_shape=image_shape,
-      )
-    )()
+    nets = dict(generator=gen, discriminator=disc, g_tx=g_tx, d_tx=d_tx, data_shape=image_shape)
+    return jax.jit(lambda: gan.init_state(config, seed=seed, **nets))()
 
-  return runs.Setup(
-    experiment=experiment,
-    kind="image",
-    family=gan,
-    cfg=dict(cfg),
-    config=config,
-    seeds=(int(cfg["seed"]),),
-    init_one=init_one,
-    make_data=lambda: make_batches(source, cfg),
-    batch_axis=1,
-    info={"source": source, "image_shape": tuple(image_shape), "num_classes": source.num_classes},
-  )
+  info = {"source": source, "image_shape": tuple(image_shape), "num_classes": source.num_classes}
+  seeds, data = (int(cfg["seed"]),), lambda: make_batches(source, cfg)
+  return runs.Setup(experiment, "image", gan, dict(cfg), config, seeds, init_one, data, batch_axis=1, info=info)
 
 
 # ---------------------------------------------------------------------------- sampling

@@ -74,26 +74,9 @@ def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
   tx = translation_optimizer(cfg)
 
   def init_one(seed):
-    return pix2pix.init_state(
-      config,
-      seed=seed,
-      generator=generator,
-      discriminator=discriminator,
-      g_tx=tx,
-      d_tx=tx,
-      input_shape=shape_a,
-      target_channels=channels_b,
-    )
+    nets = dict(generator=generator, discriminator=discriminator, g_tx=tx, d_tx=tx)
+    return pix2pix.init_state(config, seed=seed, **nets, input_shape=shape_a, target_channels=channels_b)
 
-  return runs.Setup(
-    experiment=experiment,
-    kind="paired",
-    family=pix2pix,
-    cfg=dict(cfg),
-    config=config,
-    seeds=(int(cfg["seed"]),),
-    init_one=init_one,
-    make_data=lambda: paired.PairedIterator(source, cfg["batch_size"], cfg["seed"]),
-    batch_axis=0,
-    info={"source": source, "held_out": held_out, "shape_a": tuple(shape_a), "shape_b": tuple(source.shape_b)},
-  )
+  info = {"source": source, "held_out": held_out, "shape_a": tuple(shape_a), "shape_b": tuple(source.shape_b)}
+  seeds, data = (int(cfg["seed"]),), lambda: paired.PairedIterator(source, cfg["batch_size"], cfg["seed"])
+  return runs.Setup(experiment, "paired", pix2pix, dict(cfg), config, seeds, init_one, data, batch_axis=0, info=info)

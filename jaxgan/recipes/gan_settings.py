@@ -1,0 +1,58 @@
+"""The GAN family's settings from flags, shared by the ``gan``, ``dcgan``, ``cgan`` and ``wgan_toy`` recipes.
+
+* `config(cfg, **overrides)` -- the `jaxgan.families.gan.Config` of the flags
+  every GAN-family script has (--loss, --n_critic, --n_gen, --latent_dim,
+  --latent_dist, --real_label, --ema_decay, --skip_nonfinite) and its
+  penalties;
+* `penalties(cfg)` -- WGAN-GP from --gp_weight and R1 from --r1_weight, in
+  that order, where the script has them;
+* `optimizers(cfg, d_lr=...)` -- (g_tx, d_tx): --optimizer (Adam by default)
+  with --lr_schedule over each network's own updates (G: num_steps x n_gen,
+  D: num_steps x n_critic), the critic's weight clipping chained after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jaxgan import optimizers as optimizers_lib
+from jaxgan import regularizers
+from jaxgan.families import gan
+
+
+def penalties(cfg: Mapping[str, Any]) -> tuple[regularizers.Penalty, ...]:
+  """The D penalties of --gp_weight (WGAN-GP lambda) and --r1_weight (R1 gamma), in that order."""
+  out = []
+  if cfg.get("gp_weight"):
+    out.append(regularizers.wgan_gp(cfg["gp_weight"]))
+  if cfg.get("r1_weight"):
+    out.append(regularizers.r1(cfg["r1_weight"]))
+  return tuple(out)
+
+
+def config(cfg: Mapping[str, Any], **overrides: Any) -> gan.Config:
+  """The run's `jaxgan.families.gan.Config` (flags a script lacks take the Config's defaults)."""
+  settings = {name: cfg[name] for name in ("loss", "n_critic", "latent_dim", "latent_dist", "ema_decay")}
+  settings.update(
+    n_gen=cfg.get("n_gen", 1),
+    real_label=cfg.get("real_label", 1.0),
+    penalties=penalties(cfg),
+    skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
+  )
+  return gan.Config(**{**settings, **overrides})
+
+
+def optimizers(cfg: Mapping[str, Any], *, d_lr: float, clip_value: float = 0.0):
+  """(g_tx, d_tx): G at --lr, D at ``d_lr`` (clipped to [-c, c] when ``clip_value`` > 0)."""
+
+  def tx(lr, num_updates, clip=0.0):
+    rate = optimizers_lib.learning_rate(
+      lr, cfg.get("lr_schedule", "constant"), num_updates=num_updates, decay_start=cfg.get("decay_start", 0.0)
+    )
+    return optimizers_lib.make_optimizer(
+      cfg.get("optimizer", "adam"), rate, b1=cfg["b1"], b2=cfg["b2"], clip_value=clip
+    )
+
+  g_updates, d_updates = cfg["num_steps"] * cfg.get("n_gen", 1), cfg["num_steps"] * cfg["n_critic"]
+  return tx(cfg["lr"], g_updates), tx(d_lr, d_updates, clip_value)
