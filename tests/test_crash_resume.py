@@ -290,3 +290,43 @@ def test_metrics_line_cut_by_a_kill_is_dropped_on_resume(tmp_path):
   assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [5, 10, 15]
   assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
   assert np.isclose(json.loads(path.read_text().splitlines()[-1])["d_loss"], 3.0)
+
+
+def test_checkpointer_refuses_a_meta_without_signature_and_an_existing_step(tmp_path):
+  """Traps: a meta without model_signature (a restore would then call every model 'different'), and
+  saving a step that exists (orbax would fail inside the write with a misleading error)."""
+  from jaxgan import checkpoint
+  from jaxgan.errors import CheckpointError
+
+  directory = str(tmp_path / "checkpoints")
+  ckpt = checkpoint.Checkpointer(directory, max_to_keep=3)
+  try:
+    with pytest.raises(CheckpointError, match="needs meta\\['model_signature'\\]"):
+      ckpt.save(1, _state(1), {"step": 1})
+    assert ckpt.all_steps() == []
+    ckpt.save(1, _state(1), {"model_signature": "m", "step": 1})
+    before = h.snapshot(directory)
+    with pytest.raises(CheckpointError, match="step 1 exists already") as caught:
+      ckpt.save(1, _state(2), {"model_signature": "m", "step": 1})
+    assert "free space" not in str(caught.value) and h.snapshot(directory) == before
+  finally:
+    ckpt.close()
+
+
+def test_a_step_without_a_finite_flag_is_refused_by_the_trainer(tmp_path):
+  """The metrics contract: no 'finite', no training (rather than a silently disabled NaN guard)."""
+  import jax
+
+  from jaxgan import trainer
+  from jaxgan.data import toy
+  from jaxgan.errors import ConfigError
+
+  def no_flag(state, batch):
+    del batch
+    return state.replace(step=state.step + 1), {"d_loss": jax.numpy.zeros(())}
+
+  cfg = trainer.TrainerConfig(workdir=str(tmp_path / "run"), num_steps=3)
+  data = toy.MixtureIterator(toy.ring8(), 8, 0, n_critic=1)
+  with pytest.raises(ConfigError, match="no 'finite' flag"):
+    trainer.fit(name="no_flag", state=_state(0), train_step=jax.jit(no_flag), data=data, config=cfg)
+  assert not os.path.exists(tmp_path / "run" / "checkpoints" / "1")
