@@ -202,7 +202,21 @@ class BatchIterator(Iterator):
 
   Images are in [-1, 1], shaped ``batch_shape + images_shape`` where
   ``batch_shape`` is ``(batch_size,)`` or ``(n_critic, batch_size)``.
-  Use :func:`make_iterator` to build one.
+  :func:`make_iterator` builds one.
+
+  Args:
+    source: from :func:`make_source`.
+    batch_size: examples per batch (per process).
+    seed: shuffle seed; each epoch is reshuffled from it.
+    n_critic: if given, batches get a leading axis of this size (arrays
+      ``(n_critic, batch_size, H, W, C)``) for a scan-fused critic update.
+    shard_index, shard_count: this process's shard (default:
+      ``jax.process_index()`` of ``jax.process_count()``). Shards are
+      disjoint, equal-sized, strided; up to ``shard_count - 1`` examples
+      are dropped.
+    num_epochs: stop after this many epochs (default: repeat forever).
+    num_threads, prefetch: grain read threads and batches buffered ahead
+      on the host.
 
   Attributes:
     batch_shape: leading axes of every array.
@@ -282,34 +296,15 @@ class BatchIterator(Iterator):
     self._iter.close()
 
 
-def make_iterator(
-  source: ImageSource,
-  batch_size: int,
-  seed: int,
-  n_critic: int | None = None,
-  shard_index: int | None = None,
-  shard_count: int | None = None,
-  num_epochs: int | None = None,
-  num_threads: int = 2,
-  prefetch: int = 4,
-) -> BatchIterator:
+def make_iterator(source: ImageSource, batch_size: int, seed: int, **options: Any) -> BatchIterator:
   """Batches ``source`` into a shuffled, sharded, checkpointable stream.
 
-  Args:
-    source: from :func:`make_source`.
-    batch_size: examples per batch (per process).
-    seed: shuffle seed; each epoch is reshuffled from it.
-    n_critic: if given, batches get a leading axis of this size (arrays
-      ``(n_critic, batch_size, H, W, C)``) for a scan-fused critic update.
-    shard_index, shard_count: this process's shard (default:
-      ``jax.process_index()`` of ``jax.process_count()``). Shards are
-      disjoint, equal-sized, strided; up to ``shard_count - 1`` examples
-      are dropped.
-    num_epochs: stop after this many epochs (default: repeat forever).
-    num_threads, prefetch: grain read threads and batches buffered ahead
-      on the host.
+  ``batch_size`` examples per batch (per process), shuffled by ``seed`` and
+  reshuffled every epoch; ``options`` are the keyword arguments of
+  :class:`BatchIterator` (``n_critic``, ``shard_index`` / ``shard_count``,
+  ``num_epochs``, ``num_threads``, ``prefetch``).
   """
-  return BatchIterator(source, batch_size, seed, n_critic, shard_index, shard_count, num_epochs, num_threads, prefetch)
+  return BatchIterator(source, batch_size, seed, **options)
 
 
 # --------------------------------------------------------------------------

@@ -43,7 +43,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -98,7 +98,38 @@ class ClassifierNotFoundError(JaxganError, FileNotFoundError):
 # Architectures.
 
 
-class DigitsCNN(nn.Module):
+class _ConvClassifier(nn.Module):
+  """Base of the classifiers: the architecture's convolutional :meth:`trunk`, then the shared head::
+
+      flatten -> [Dropout if dropout_before_fc] -> Dense(features) -> ReLU   # the features
+      Dropout -> Dense(num_classes)                                         # logits
+
+  ``__call__(x, *, train)`` returns ``(logits, features)``.
+  """
+
+  num_classes: int = 10
+  width: int = 32
+  features: int = 256
+  dropout: float = 0.5
+
+  dropout_before_fc: ClassVar[bool] = False
+
+  def trunk(self, x: jax.Array) -> jax.Array:
+    """The convolutional layers: images (B, H, W, C) -> feature maps."""
+    raise NotImplementedError
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    h = self.trunk(x)
+    h = h.reshape(h.shape[0], -1)
+    if self.dropout_before_fc:
+      h = nn.Dropout(self.dropout)(h, deterministic=not train)
+    f = nn.relu(nn.Dense(self.features, kernel_init=_INIT, name="fc")(h))
+    h = nn.Dropout(self.dropout)(f, deterministic=not train)
+    return nn.Dense(self.num_classes, kernel_init=_INIT, name="logits")(h), f
+
+
+class DigitsCNN(_ConvClassifier):
   """Classifier for 8x8x1 digits.
 
   Architecture::
@@ -109,21 +140,15 @@ class DigitsCNN(nn.Module):
       Dropout -> Dense(num_classes)                  # logits
   """
 
-  num_classes: int = 10
-  width: int = 32
   features: int = 128
   dropout: float = 0.25
 
-  @nn.compact
-  def __call__(self, x, *, train: bool = False):
+  def trunk(self, x):
     h = nn.relu(nn.Conv(self.width, (3, 3), padding="SAME", kernel_init=_INIT, name="conv1")(x))
-    h = nn.relu(nn.Conv(2 * self.width, (3, 3), strides=(2, 2), padding="SAME", kernel_init=_INIT, name="conv2")(h))
-    f = nn.relu(nn.Dense(self.features, kernel_init=_INIT, name="fc")(h.reshape(h.shape[0], -1)))
-    h = nn.Dropout(self.dropout)(f, deterministic=not train)
-    return nn.Dense(self.num_classes, kernel_init=_INIT, name="logits")(h), f
+    return nn.relu(nn.Conv(2 * self.width, (3, 3), strides=(2, 2), padding="SAME", kernel_init=_INIT, name="conv2")(h))
 
 
-class LeNet(nn.Module):
+class LeNet(_ConvClassifier):
   """LeNet-style classifier for 28x28 images (MNIST, Fashion-MNIST).
 
   Architecture (LeCun et al., 1998, with ReLU, max-pooling and wider layers)::
@@ -134,23 +159,18 @@ class LeNet(nn.Module):
       Dropout -> Dense(num_classes)                  # logits
   """
 
-  num_classes: int = 10
-  width: int = 32
   features: int = 256
   dropout: float = 0.5
 
-  @nn.compact
-  def __call__(self, x, *, train: bool = False):
+  def trunk(self, x):
     h = x
     for i, ch in enumerate((self.width, 2 * self.width)):
       h = nn.relu(nn.Conv(ch, (5, 5), padding="SAME", kernel_init=_INIT, name=f"conv{i + 1}")(h))
       h = nn.max_pool(h, (2, 2), strides=(2, 2))
-    f = nn.relu(nn.Dense(self.features, kernel_init=_INIT, name="fc")(h.reshape(h.shape[0], -1)))
-    h = nn.Dropout(self.dropout)(f, deterministic=not train)
-    return nn.Dense(self.num_classes, kernel_init=_INIT, name="logits")(h), f
+    return h
 
 
-class CifarCNN(nn.Module):
+class CifarCNN(_ConvClassifier):
   """Small VGG-style classifier for 32x32x3 images (CIFAR-10).
 
   Architecture::
@@ -161,22 +181,18 @@ class CifarCNN(nn.Module):
       Dropout -> Dense(num_classes)                  # logits
   """
 
-  num_classes: int = 10
-  width: int = 32
   features: int = 256
   dropout: float = 0.3
 
-  @nn.compact
-  def __call__(self, x, *, train: bool = False):
+  dropout_before_fc: ClassVar[bool] = True
+
+  def trunk(self, x):
     h = x
     for i, ch in enumerate((self.width, 2 * self.width, 4 * self.width)):
       h = nn.relu(nn.Conv(ch, (3, 3), padding="SAME", kernel_init=_INIT, name=f"conv{i + 1}a")(h))
       h = nn.relu(nn.Conv(ch, (3, 3), padding="SAME", kernel_init=_INIT, name=f"conv{i + 1}b")(h))
       h = nn.max_pool(h, (2, 2), strides=(2, 2))
-    h = nn.Dropout(self.dropout)(h.reshape(h.shape[0], -1), deterministic=not train)
-    f = nn.relu(nn.Dense(self.features, kernel_init=_INIT, name="fc")(h))
-    h = nn.Dropout(self.dropout)(f, deterministic=not train)
-    return nn.Dense(self.num_classes, kernel_init=_INIT, name="logits")(h), f
+    return h
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"digits_cnn": DigitsCNN, "lenet": LeNet, "cifar_cnn": CifarCNN}

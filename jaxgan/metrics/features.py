@@ -97,7 +97,7 @@ def iterate_feature_batches(
   extractor: FeatureExtractor,
   source: ImageSource,
   num_samples: int,
-  batch_size: int,
+  batch_size: int = 50,
   key: jax.Array | None = None,
 ) -> Iterator[np.ndarray]:
   """Yield (<= batch_size, D) numpy feature batches for exactly ``num_samples`` images.
@@ -111,7 +111,7 @@ def iterate_feature_batches(
     source: an iterable of image batches (arrays, ``(images, labels)`` tuples or
       dicts with an ``'image'`` key), or ``sample_fn(key, n)``.
     num_samples: how many images to featurise.
-    batch_size: extractor batch size.
+    batch_size: extractor batch size (50).
     key: PRNG key for ``sample_fn`` (split once per call; default PRNGKey(0)).
 
   Raises:
@@ -151,27 +151,21 @@ def iterate_feature_batches(
     raise ValueError(f"source exhausted after {done} of {num_samples} samples")
 
 
-def extract_features(
-  extractor: FeatureExtractor,
-  source: ImageSource,
-  num_samples: int,
-  batch_size: int = 50,
-  key: jax.Array | None = None,
-) -> np.ndarray:
-  """Stream ``num_samples`` images through ``extractor``; return (num_samples, D) numpy features."""
-  return np.concatenate(list(iterate_feature_batches(extractor, source, num_samples, batch_size, key)), axis=0)
+def extract_features(extractor: FeatureExtractor, source: ImageSource, num_samples: int, **options: Any) -> np.ndarray:
+  """Stream ``num_samples`` images through ``extractor``; return (num_samples, D) numpy features.
+
+  ``options``: ``batch_size`` (50) and ``key``, as for :func:`iterate_feature_batches`.
+  """
+  return np.concatenate(list(iterate_feature_batches(extractor, source, num_samples, **options)), axis=0)
 
 
-def compute_stats(
-  extractor: FeatureExtractor,
-  source: ImageSource,
-  num_samples: int,
-  batch_size: int = 50,
-  key: jax.Array | None = None,
-) -> GaussianStats:
-  """Streaming float64 mean/covariance of the features (for FID) without storing them."""
+def compute_stats(extractor: FeatureExtractor, source: ImageSource, num_samples: int, **options: Any) -> GaussianStats:
+  """Streaming float64 mean/covariance of the features (for FID) without storing them.
+
+  ``options``: ``batch_size`` (50) and ``key``, as for :func:`iterate_feature_batches`.
+  """
   stats: GaussianStats | None = None
-  for feats in iterate_feature_batches(extractor, source, num_samples, batch_size, key):
+  for feats in iterate_feature_batches(extractor, source, num_samples, **options):
     stats = GaussianStats.from_features(feats) if stats is None else stats.update(feats)
   assert stats is not None
   return stats

@@ -141,78 +141,77 @@ def _max3s2(x):
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
-class InceptionA(nn.Module):
+class _InceptionModule(nn.Module):
+  """Base of the Inception modules (each declares a ``precision`` field): :meth:`conv` makes their convs."""
+
+  def conv(self, features: int, kernel: tuple[int, int], *, name: str, strides: int = 1, padding: Pad = 0):
+    """A :class:`BasicConv2d` child named ``name`` at this module's ``precision``."""
+    return BasicConv2d(features, kernel, strides=strides, padding=padding, precision=self.precision, name=name)
+
+
+class InceptionA(_InceptionModule):
   pool_features: int
   precision: Any = jax.lax.Precision.HIGHEST
 
   @nn.compact
   def __call__(self, x):
-    def C(f, k, p=0, n=None):
-      return BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
-
-    b1 = C(64, (1, 1), n="branch1x1")(x)
-    b5 = C(48, (1, 1), n="branch5x5_1")(x)
-    b5 = C(64, (5, 5), 2, n="branch5x5_2")(b5)
-    b3 = C(64, (1, 1), n="branch3x3dbl_1")(x)
-    b3 = C(96, (3, 3), 1, n="branch3x3dbl_2")(b3)
-    b3 = C(96, (3, 3), 1, n="branch3x3dbl_3")(b3)
-    bp = C(self.pool_features, (1, 1), n="branch_pool")(_avg3(x))
+    b1 = self.conv(64, (1, 1), name="branch1x1")(x)
+    b5 = self.conv(48, (1, 1), name="branch5x5_1")(x)
+    b5 = self.conv(64, (5, 5), padding=2, name="branch5x5_2")(b5)
+    b3 = self.conv(64, (1, 1), name="branch3x3dbl_1")(x)
+    b3 = self.conv(96, (3, 3), padding=1, name="branch3x3dbl_2")(b3)
+    b3 = self.conv(96, (3, 3), padding=1, name="branch3x3dbl_3")(b3)
+    bp = self.conv(self.pool_features, (1, 1), name="branch_pool")(_avg3(x))
     return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
-class InceptionB(nn.Module):
+class InceptionB(_InceptionModule):
   precision: Any = jax.lax.Precision.HIGHEST
 
   @nn.compact
   def __call__(self, x):
-    P = self.precision
-    b3 = BasicConv2d(384, (3, 3), strides=2, precision=P, name="branch3x3")(x)
-    bd = BasicConv2d(64, (1, 1), precision=P, name="branch3x3dbl_1")(x)
-    bd = BasicConv2d(96, (3, 3), padding=1, precision=P, name="branch3x3dbl_2")(bd)
-    bd = BasicConv2d(96, (3, 3), strides=2, precision=P, name="branch3x3dbl_3")(bd)
+    b3 = self.conv(384, (3, 3), strides=2, name="branch3x3")(x)
+    bd = self.conv(64, (1, 1), name="branch3x3dbl_1")(x)
+    bd = self.conv(96, (3, 3), padding=1, name="branch3x3dbl_2")(bd)
+    bd = self.conv(96, (3, 3), strides=2, name="branch3x3dbl_3")(bd)
     return jnp.concatenate([b3, bd, _max3s2(x)], axis=-1)
 
 
-class InceptionC(nn.Module):
+class InceptionC(_InceptionModule):
   channels_7x7: int
   precision: Any = jax.lax.Precision.HIGHEST
 
   @nn.compact
   def __call__(self, x):
     c7 = self.channels_7x7
-
-    def C(f, k, p=0, n=None):
-      return BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
-
-    b1 = C(192, (1, 1), n="branch1x1")(x)
-    b7 = C(c7, (1, 1), n="branch7x7_1")(x)
-    b7 = C(c7, (1, 7), (0, 3), n="branch7x7_2")(b7)
-    b7 = C(192, (7, 1), (3, 0), n="branch7x7_3")(b7)
-    bd = C(c7, (1, 1), n="branch7x7dbl_1")(x)
-    bd = C(c7, (7, 1), (3, 0), n="branch7x7dbl_2")(bd)
-    bd = C(c7, (1, 7), (0, 3), n="branch7x7dbl_3")(bd)
-    bd = C(c7, (7, 1), (3, 0), n="branch7x7dbl_4")(bd)
-    bd = C(192, (1, 7), (0, 3), n="branch7x7dbl_5")(bd)
-    bp = C(192, (1, 1), n="branch_pool")(_avg3(x))
+    b1 = self.conv(192, (1, 1), name="branch1x1")(x)
+    b7 = self.conv(c7, (1, 1), name="branch7x7_1")(x)
+    b7 = self.conv(c7, (1, 7), padding=(0, 3), name="branch7x7_2")(b7)
+    b7 = self.conv(192, (7, 1), padding=(3, 0), name="branch7x7_3")(b7)
+    bd = self.conv(c7, (1, 1), name="branch7x7dbl_1")(x)
+    bd = self.conv(c7, (7, 1), padding=(3, 0), name="branch7x7dbl_2")(bd)
+    bd = self.conv(c7, (1, 7), padding=(0, 3), name="branch7x7dbl_3")(bd)
+    bd = self.conv(c7, (7, 1), padding=(3, 0), name="branch7x7dbl_4")(bd)
+    bd = self.conv(192, (1, 7), padding=(0, 3), name="branch7x7dbl_5")(bd)
+    bp = self.conv(192, (1, 1), name="branch_pool")(_avg3(x))
     return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
-class InceptionD(nn.Module):
+class InceptionD(_InceptionModule):
   precision: Any = jax.lax.Precision.HIGHEST
 
   @nn.compact
   def __call__(self, x):
-    P = self.precision
-    b3 = BasicConv2d(192, (1, 1), precision=P, name="branch3x3_1")(x)
-    b3 = BasicConv2d(320, (3, 3), strides=2, precision=P, name="branch3x3_2")(b3)
-    b7 = BasicConv2d(192, (1, 1), precision=P, name="branch7x7x3_1")(x)
-    b7 = BasicConv2d(192, (1, 7), padding=(0, 3), precision=P, name="branch7x7x3_2")(b7)
-    b7 = BasicConv2d(192, (7, 1), padding=(3, 0), precision=P, name="branch7x7x3_3")(b7)
-    b7 = BasicConv2d(192, (3, 3), strides=2, precision=P, name="branch7x7x3_4")(b7)
+    b3 = self.conv(192, (1, 1), name="branch3x3_1")(x)
+    b3 = self.conv(320, (3, 3), strides=2, name="branch3x3_2")(b3)
+    b7 = self.conv(192, (1, 1), name="branch7x7x3_1")(x)
+    b7 = self.conv(192, (1, 7), padding=(0, 3), name="branch7x7x3_2")(b7)
+    b7 = self.conv(192, (7, 1), padding=(3, 0), name="branch7x7x3_3")(b7)
+    b7 = self.conv(192, (3, 3), strides=2, name="branch7x7x3_4")(b7)
     return jnp.concatenate([b3, b7, _max3s2(x)], axis=-1)
 
 
-class InceptionE(nn.Module):
+class InceptionE(_InceptionModule):
   """E block; ``max_pool_branch`` selects the Mixed_7c (FID E_2) pool branch."""
 
   max_pool_branch: bool = False
@@ -220,30 +219,24 @@ class InceptionE(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    def C(f, k, p=0, n=None):
-      return BasicConv2d(f, k, padding=p, precision=self.precision, name=n)
+    def split(h, name):  # parallel 1x3 and 3x1 convs of h, concatenated
+      a = self.conv(384, (1, 3), padding=(0, 1), name=f"{name}a")(h)
+      b = self.conv(384, (3, 1), padding=(1, 0), name=f"{name}b")(h)
+      return jnp.concatenate([a, b], axis=-1)
 
-    b1 = C(320, (1, 1), n="branch1x1")(x)
-    b3 = C(384, (1, 1), n="branch3x3_1")(x)
-    b3 = jnp.concatenate(
-      [C(384, (1, 3), (0, 1), n="branch3x3_2a")(b3), C(384, (3, 1), (1, 0), n="branch3x3_2b")(b3)],
-      axis=-1,
-    )
-    bd = C(448, (1, 1), n="branch3x3dbl_1")(x)
-    bd = C(384, (3, 3), 1, n="branch3x3dbl_2")(bd)
-    bd = jnp.concatenate(
-      [C(384, (1, 3), (0, 1), n="branch3x3dbl_3a")(bd), C(384, (3, 1), (1, 0), n="branch3x3dbl_3b")(bd)],
-      axis=-1,
-    )
+    b1 = self.conv(320, (1, 1), name="branch1x1")(x)
+    b3 = split(self.conv(384, (1, 1), name="branch3x3_1")(x), "branch3x3_2")
+    bd = self.conv(448, (1, 1), name="branch3x3dbl_1")(x)
+    bd = split(self.conv(384, (3, 3), padding=1, name="branch3x3dbl_2")(bd), "branch3x3dbl_3")
     if self.max_pool_branch:
       pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
     else:
       pooled = _avg3(x)
-    bp = C(192, (1, 1), n="branch_pool")(pooled)
+    bp = self.conv(192, (1, 1), name="branch_pool")(pooled)
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
-class InceptionV3FID(nn.Module):
+class InceptionV3FID(_InceptionModule):
   """The FID InceptionV3 trunk on already preprocessed 3-channel NHWC input.
 
   Returns ``(pool3, logits)`` with shapes (N, 2048) and (N, 1008).
@@ -256,12 +249,12 @@ class InceptionV3FID(nn.Module):
   @nn.compact
   def __call__(self, x):
     P = self.precision
-    x = BasicConv2d(32, (3, 3), strides=2, precision=P, name="Conv2d_1a_3x3")(x)
-    x = BasicConv2d(32, (3, 3), precision=P, name="Conv2d_2a_3x3")(x)
-    x = BasicConv2d(64, (3, 3), padding=1, precision=P, name="Conv2d_2b_3x3")(x)
+    x = self.conv(32, (3, 3), strides=2, name="Conv2d_1a_3x3")(x)
+    x = self.conv(32, (3, 3), name="Conv2d_2a_3x3")(x)
+    x = self.conv(64, (3, 3), padding=1, name="Conv2d_2b_3x3")(x)
     x = _max3s2(x)
-    x = BasicConv2d(80, (1, 1), precision=P, name="Conv2d_3b_1x1")(x)
-    x = BasicConv2d(192, (3, 3), precision=P, name="Conv2d_4a_3x3")(x)
+    x = self.conv(80, (1, 1), name="Conv2d_3b_1x1")(x)
+    x = self.conv(192, (3, 3), name="Conv2d_4a_3x3")(x)
     x = _max3s2(x)
     x = InceptionA(32, precision=P, name="Mixed_5b")(x)
     x = InceptionA(64, precision=P, name="Mixed_5c")(x)

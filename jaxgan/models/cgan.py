@@ -37,8 +37,21 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxgan.models.dcgan import DCGANDiscriminator, DCGANGenerator, radford_discriminator_trunk, radford_num_stages
-from jaxgan.models.layers import Maxout, TinyMixin, dcgan_init, dropout, num_elements, one_hot_labels, require_labels
+from jaxgan.models.dcgan import DCGANDiscriminator, DCGANGenerator, radford_discriminator_features
+from jaxgan.models.layers import (
+  Maxout,
+  TinyMixin,
+  batch_norm,
+  dcgan_init,
+  dense_stack,
+  dropout,
+  fields_of,
+  flatten,
+  image_head,
+  logit_head,
+  one_hot_labels,
+  require_labels,
+)
 
 __all__ = [
   "CGANMLPGenerator",
@@ -54,20 +67,23 @@ __all__ = [
 ]
 
 
-def _batch_norm(train: bool, dtype, param_dtype, name: str):
-  return nn.BatchNorm(
-    use_running_average=not train,
-    momentum=0.9,
-    epsilon=1e-5,
-    dtype=dtype,
-    param_dtype=param_dtype,
-    name=name,
+def _leaky_relu_stack(module: nn.Module, x, labels, train: bool):
+  """``[Dense(h) -> LeakyReLU -> Dropout] for h in module.hidden`` on ``concat(flatten(x), one_hot(labels))``.
+
+  The body shared by :class:`CGANMLPGenerator` and :class:`CGANMLPDiscriminator`
+  (layers ``fc1``, ``fc2``, ... of ``module``).
+  """
+  y = one_hot_labels(labels, module.num_classes, module.dtype)
+  return dense_stack(
+    module,
+    jnp.concatenate([flatten(x, module.dtype), y], axis=-1),
+    module.hidden,
+    name="fc",
+    start=1,
+    activation=lambda h: nn.leaky_relu(h, module.negative_slope),
+    dropout_rate=module.dropout,
+    train=train,
   )
-
-
-def _flatten(x, dtype):
-  x = jnp.asarray(x, dtype)
-  return x.reshape(x.shape[0], -1)
 
 
 # --------------------------------------------------------------------------
@@ -109,15 +125,7 @@ class CGANMLPGenerator(TinyMixin, nn.Module):
 
   @nn.compact
   def __call__(self, z, labels=None, *, train: bool = True):
-    y = one_hot_labels(labels, self.num_classes, self.dtype)
-    h = jnp.concatenate([_flatten(z, self.dtype), y], axis=-1)
-    for i, width in enumerate(self.hidden):
-      h = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=f"fc{i + 1}")(h)
-      h = nn.leaky_relu(h, self.negative_slope)
-      if self.dropout > 0:
-        h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    h = nn.Dense(num_elements(self.image_shape), dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-    return jnp.tanh(h).reshape((h.shape[0],) + tuple(self.image_shape)).astype(jnp.float32)
+    return image_head(self, _leaky_relu_stack(self, z, labels, train), self.image_shape)
 
 
 class CGANEmbedGenerator(TinyMixin, nn.Module):
@@ -164,18 +172,17 @@ class CGANEmbedGenerator(TinyMixin, nn.Module):
   def __call__(self, z, labels=None, *, train: bool = True):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     y = one_hot_labels(labels, self.num_classes, self.dtype)
-    a = nn.Dense(self.z_embed, name="fc_z", **kw)(_flatten(z, self.dtype))
-    a = nn.relu(_batch_norm(train, self.dtype, self.param_dtype, "bn_z")(a))
+    a = nn.Dense(self.z_embed, name="fc_z", **kw)(flatten(z, self.dtype))
+    a = nn.relu(batch_norm(train, self.dtype, self.param_dtype, "bn_z")(a))
     b = nn.Dense(self.y_embed, name="fc_y", **kw)(y)
-    b = nn.relu(_batch_norm(train, self.dtype, self.param_dtype, "bn_y")(b))
+    b = nn.relu(batch_norm(train, self.dtype, self.param_dtype, "bn_y")(b))
     h = jnp.concatenate([a, b], axis=-1)
     for i, width in enumerate(self.hidden):
       h = nn.Dense(width, name=f"fc{i + 2}", **kw)(h)
-      h = nn.relu(_batch_norm(train, self.dtype, self.param_dtype, f"bn{i + 2}")(h))
+      h = nn.relu(batch_norm(train, self.dtype, self.param_dtype, f"bn{i + 2}")(h))
       if self.dropout > 0:
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    h = nn.Dense(num_elements(self.image_shape), name="out", **kw)(h)
-    return jnp.tanh(h).reshape((h.shape[0],) + tuple(self.image_shape)).astype(jnp.float32)
+    return image_head(self, h, self.image_shape)
 
 
 class CGANPaperGenerator(TinyMixin, nn.Module):
@@ -223,13 +230,12 @@ class CGANPaperGenerator(TinyMixin, nn.Module):
   def __call__(self, z, labels=None, *, train: bool = True):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     y = one_hot_labels(labels, self.num_classes, self.dtype)
-    a = nn.relu(nn.Dense(self.z_units, name="fc_z", **kw)(_flatten(z, self.dtype)))
+    a = nn.relu(nn.Dense(self.z_units, name="fc_z", **kw)(flatten(z, self.dtype)))
     b = nn.relu(nn.Dense(self.y_units, name="fc_y", **kw)(y))
     h = nn.relu(nn.Dense(self.joint_units, name="fc_joint", **kw)(jnp.concatenate([a, b], axis=-1)))
     if self.dropout > 0:
       h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    h = nn.Dense(num_elements(self.image_shape), name="out", **kw)(h)
-    return jnp.tanh(h).reshape((h.shape[0],) + tuple(self.image_shape)).astype(jnp.float32)
+    return image_head(self, h, self.image_shape)
 
 
 # --------------------------------------------------------------------------
@@ -270,15 +276,7 @@ class CGANMLPDiscriminator(TinyMixin, nn.Module):
 
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool = True):
-    y = one_hot_labels(labels, self.num_classes, self.dtype)
-    h = jnp.concatenate([_flatten(x, self.dtype), y], axis=-1)
-    for i, width in enumerate(self.hidden):
-      h = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=f"fc{i + 1}")(h)
-      h = nn.leaky_relu(h, self.negative_slope)
-      if self.dropout > 0:
-        h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    logit = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-    return logit[:, 0].astype(jnp.float32)
+    return logit_head(self, _leaky_relu_stack(self, x, labels, train))
 
 
 class CGANMaxoutDiscriminator(TinyMixin, nn.Module):
@@ -336,13 +334,12 @@ class CGANMaxoutDiscriminator(TinyMixin, nn.Module):
       return dropout(h, rate, deterministic=not train)
 
     y = one_hot_labels(labels, self.num_classes, self.dtype)
-    hx = drop(_flatten(x, self.dtype), self.input_dropout)
+    hx = drop(flatten(x, self.dtype), self.input_dropout)
     hx = drop(Maxout(self.x_units, self.x_pieces, name="maxout_x", **kw)(hx), self.dropout)
     hy = drop(Maxout(self.y_units, self.y_pieces, name="maxout_y", **kw)(y), self.dropout)
     h = jnp.concatenate([hx, hy], axis=-1)
     h = drop(Maxout(self.joint_units, self.joint_pieces, name="maxout_joint", **kw)(h), self.dropout)
-    logit = nn.Dense(1, name="out", **kw)(h)
-    return logit[:, 0].astype(jnp.float32)
+    return logit_head(self, h)
 
 
 # --------------------------------------------------------------------------
@@ -377,16 +374,9 @@ class ConvCGANGenerator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, z, labels=None, *, train: bool = True):
     y = one_hot_labels(labels, self.num_classes, self.dtype)
-    h = jnp.concatenate([_flatten(z, self.dtype), y], axis=-1)
-    return DCGANGenerator(
-      image_size=self.image_size,
-      channels=self.channels,
-      width=self.width,
-      base_size=self.base_size,
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name="dcgan",
-    )(h, train=train)
+    h = jnp.concatenate([flatten(z, self.dtype), y], axis=-1)
+    fields = fields_of(self, "image_size", "channels", "width", "base_size", "dtype", "param_dtype")
+    return DCGANGenerator(**fields, name="dcgan")(h, train=train)
 
 
 class ConvCGANDiscriminator(TinyMixin, nn.Module):
@@ -420,14 +410,8 @@ class ConvCGANDiscriminator(TinyMixin, nn.Module):
     y = one_hot_labels(labels, self.num_classes, self.dtype)
     maps = jnp.broadcast_to(y[:, None, None, :], x.shape[:3] + (self.num_classes,))
     h = jnp.concatenate([x, maps], axis=-1)
-    return DCGANDiscriminator(
-      image_size=self.image_size,
-      width=self.width,
-      base_size=self.base_size,
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name="dcgan",
-    )(h, train=train)
+    fields = fields_of(self, "image_size", "width", "base_size", "dtype", "param_dtype")
+    return DCGANDiscriminator(**fields, name="dcgan")(h, train=train)
 
 
 class ProjectionDiscriminator(TinyMixin, nn.Module):
@@ -463,12 +447,7 @@ class ProjectionDiscriminator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool = True):
     labels = require_labels(labels)
-    if x.shape[1] != self.image_size or x.shape[2] != self.image_size:
-      raise ValueError(f"expected {self.image_size}x{self.image_size} images, got shape {x.shape}")
-    _, n = radford_num_stages(self.image_size, self.base_size)
-    h = radford_discriminator_trunk(
-      self, x, train=train, width=self.width, num_stages=n, negative_slope=self.negative_slope
-    )
+    h = radford_discriminator_features(self, x, train=train)
     phi = jnp.sum(h, axis=(1, 2))  # global sum pooling -> (B, C)
     psi = nn.Dense(1, kernel_init=dcgan_init, dtype=self.dtype, param_dtype=self.param_dtype, name="psi")(phi)
     emb = nn.Embed(

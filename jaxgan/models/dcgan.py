@@ -13,8 +13,9 @@ What lives here:
   BatchNorm and LeakyReLU(0.2) in D, N(0, 0.02) initialisation. Works for 8, 28
   (7 -> 14 -> 28), 32 and 64 px images with 1 or 3 channels.
 * :func:`radford_discriminator_trunk` -- the convolutional part of the Radford
-  discriminator, reused by the conditional and projection discriminators in
-  :mod:`jaxgan.models.cgan`.
+  discriminator, and :func:`radford_discriminator_features` -- the same trunk
+  configured by a discriminator's fields (with the input size check), reused
+  by the projection discriminator in :mod:`jaxgan.models.cgan`.
 
 Generators map ``(z, labels=None, *, train)`` to NHWC images in [-1, 1];
 discriminators map ``(x, labels=None, *, train)`` to raw logits of shape (B,).
@@ -35,10 +36,13 @@ import jax.numpy as jnp
 
 from jaxgan.models.layers import (
   TinyMixin,
+  batch_norm,
   dcgan_bn_scale_init,
   dcgan_init,
   dropout,
+  flatten,
   keras_dense_init,
+  logit_head,
   radford_base_size,
   upsample_nearest,
 )
@@ -50,21 +54,10 @@ __all__ = [
   "DCGANDiscriminator",
   "radford_num_stages",
   "radford_discriminator_trunk",
+  "radford_discriminator_features",
   "GENERATORS",
   "DISCRIMINATORS",
 ]
-
-
-def _batch_norm(train: bool, dtype, param_dtype, name: str, scale_init=nn.initializers.ones):
-  return nn.BatchNorm(
-    use_running_average=not train,
-    momentum=0.9,
-    epsilon=1e-5,
-    scale_init=scale_init,
-    dtype=dtype,
-    param_dtype=param_dtype,
-    name=name,
-  )
 
 
 # --------------------------------------------------------------------------
@@ -119,10 +112,10 @@ class MnistDCGANGenerator(TinyMixin, nn.Module):
       raise ValueError(f"image_size must be a multiple of 4, got {self.image_size}")
     b = self.image_size // 4
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=keras_dense_init)
-    h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
+    h = flatten(z, self.dtype)
     h = nn.leaky_relu(nn.Dense(self.hidden, name="fc1", **kw)(h), self.negative_slope)
     h = nn.leaky_relu(nn.Dense(self.base_channels * b * b, name="fc2", **kw)(h), self.negative_slope)
-    h = _batch_norm(train, self.dtype, self.param_dtype, "bn")(h)
+    h = batch_norm(train, self.dtype, self.param_dtype, "bn")(h)
     h = h.reshape(h.shape[0], b, b, self.base_channels)
     h = upsample_nearest(h, 2)
     h = jnp.tanh(nn.Conv(self.mid_channels, (5, 5), padding="SAME", name="conv1", **kw)(h))
@@ -185,8 +178,7 @@ class MnistDCGANDiscriminator(TinyMixin, nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=keras_dense_init)
     h = nn.leaky_relu(nn.Dense(self.hidden, name="fc", **kw)(h), self.negative_slope)
     h = dropout(h, self.dropout, deterministic=not train)
-    logit = nn.Dense(1, name="out", **kw)(h)
-    return logit[:, 0].astype(jnp.float32)
+    return logit_head(self, h, kernel_init=keras_dense_init)
 
 
 # --------------------------------------------------------------------------
@@ -247,9 +239,32 @@ def radford_discriminator_trunk(
       name=f"conv{i}",
     )(h)
     if normalised:
-      h = _batch_norm(train, module.dtype, module.param_dtype, f"bn{i}", dcgan_bn_scale_init())(h)
+      h = batch_norm(train, module.dtype, module.param_dtype, f"bn{i}", dcgan_bn_scale_init())(h)
     h = nn.leaky_relu(h, negative_slope)
   return h
+
+
+def radford_discriminator_features(
+  module: nn.Module, x: jax.Array, *, train: bool, use_batchnorm: bool = True
+) -> jax.Array:
+  """:func:`radford_discriminator_trunk` configured by the fields of a Radford discriminator ``module``.
+
+  Checks that ``x`` is ``image_size`` x ``image_size`` and runs the trunk with
+  ``module.width``, ``module.negative_slope`` and the number of stages of
+  ``module.image_size`` / ``module.base_size`` (:func:`radford_num_stages`).
+  """
+  if x.shape[1] != module.image_size or x.shape[2] != module.image_size:
+    raise ValueError(f"expected {module.image_size}x{module.image_size} images, got shape {x.shape}")
+  _, n = radford_num_stages(module.image_size, module.base_size)
+  return radford_discriminator_trunk(
+    module,
+    x,
+    train=train,
+    width=module.width,
+    num_stages=n,
+    negative_slope=module.negative_slope,
+    use_batchnorm=use_batchnorm,
+  )
 
 
 class DCGANGenerator(TinyMixin, nn.Module):
@@ -295,40 +310,15 @@ class DCGANGenerator(TinyMixin, nn.Module):
     del labels
     base, n = radford_num_stages(self.image_size, self.base_size)
     ch0 = self.width * 2 ** (n - 1)
-    h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
-    h = nn.Dense(
-      base * base * ch0,
-      use_bias=False,
-      kernel_init=dcgan_init,
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name="project",
-    )(h)
+    kw = dict(kernel_init=dcgan_init, dtype=self.dtype, param_dtype=self.param_dtype)
+    h = nn.Dense(base * base * ch0, use_bias=False, name="project", **kw)(flatten(z, self.dtype))
     h = h.reshape(h.shape[0], base, base, ch0)
-    h = nn.relu(_batch_norm(train, self.dtype, self.param_dtype, "bn0", dcgan_bn_scale_init())(h))
-    for k in range(1, n):
-      h = nn.ConvTranspose(
-        self.width * 2 ** (n - 1 - k),
-        (4, 4),
-        strides=(2, 2),
-        padding="SAME",
-        use_bias=False,
-        kernel_init=dcgan_init,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name=f"deconv{k}",
-      )(h)
-      h = nn.relu(_batch_norm(train, self.dtype, self.param_dtype, f"bn{k}", dcgan_bn_scale_init())(h))
-    h = nn.ConvTranspose(
-      self.channels,
-      (4, 4),
-      strides=(2, 2),
-      padding="SAME",
-      kernel_init=dcgan_init,
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name=f"deconv{n}",
-    )(h)
+    for k in range(1, n + 1):
+      # BatchNorm -> ReLU on layer k - 1 (bn0: the projection), then transposed convolution k (a bias on the last only).
+      h = nn.relu(batch_norm(train, self.dtype, self.param_dtype, f"bn{k - 1}", dcgan_bn_scale_init())(h))
+      last = k == n
+      features = self.channels if last else self.width * 2 ** (n - 1 - k)
+      h = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=last, name=f"deconv{k}", **kw)(h)
     return jnp.tanh(h).astype(jnp.float32)
 
 
@@ -374,21 +364,8 @@ class DCGANDiscriminator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool = True):
     del labels
-    if x.shape[1] != self.image_size or x.shape[2] != self.image_size:
-      raise ValueError(f"expected {self.image_size}x{self.image_size} images, got shape {x.shape}")
-    _, n = radford_num_stages(self.image_size, self.base_size)
-    h = radford_discriminator_trunk(
-      self,
-      x,
-      train=train,
-      width=self.width,
-      num_stages=n,
-      negative_slope=self.negative_slope,
-      use_batchnorm=self.use_batchnorm,
-    )
-    h = h.reshape(h.shape[0], -1)
-    logit = nn.Dense(1, kernel_init=dcgan_init, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-    return logit[:, 0].astype(jnp.float32)
+    h = radford_discriminator_features(self, x, train=train, use_batchnorm=self.use_batchnorm)
+    return logit_head(self, h.reshape(h.shape[0], -1), kernel_init=dcgan_init)
 
 
 GENERATORS = {

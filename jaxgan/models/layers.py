@@ -14,6 +14,12 @@ What lives here:
   one-hot encoding with a clear error for missing labels, dropout on
   flattened features, nearest-neighbour up-sampling, shape bookkeeping, and
   the choice of the base resolution of the DCGAN-style pyramids.
+* Layer helpers called inside a module's compact method, creating their
+  layers in that module (so parameter names are the caller's):
+  :func:`batch_norm` (momentum 0.9, epsilon 1e-5), :func:`dense_stack` (a
+  stack of Dense -> activation -> dropout layers), :func:`image_head` (Dense
+  -> tanh -> image reshape) and :func:`logit_head` (Dense(1) -> logits (B,));
+  :func:`fields_of` forwards a module's own fields to a sub-module it wraps.
 
 All modules follow the library conventions: a ``dtype`` (compute dtype) and a
 ``param_dtype`` attribute, passed to every parameterised layer.
@@ -22,7 +28,7 @@ All modules follow the library conventions: a ``dtype`` (compute dtype) and a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -43,6 +49,12 @@ __all__ = [
   "upsample_nearest",
   "num_elements",
   "radford_base_size",
+  "flatten",
+  "fields_of",
+  "batch_norm",
+  "dense_stack",
+  "image_head",
+  "logit_head",
 ]
 
 
@@ -184,6 +196,83 @@ def radford_base_size(image_size: int) -> int:
   while size % 2 == 0 and size // 2 >= min_base:
     size //= 2
   return size
+
+
+def flatten(x, dtype: Any) -> jax.Array:
+  """``x`` cast to ``dtype`` and viewed as ``(B, -1)``."""
+  x = jnp.asarray(x, dtype)
+  return x.reshape(x.shape[0], -1)
+
+
+def fields_of(module: nn.Module, *names: str) -> dict[str, Any]:
+  """``{name: getattr(module, name)}`` for ``names``.
+
+  For a module that wraps another one configured by the same fields, e.g.
+  ``DCGANGenerator(**fields_of(self, "image_size", "width", "dtype"), name="dcgan")``.
+  """
+  return {name: getattr(module, name) for name in names}
+
+
+def batch_norm(train: bool, dtype: Any, param_dtype: Any, name: str, scale_init: Any = nn.initializers.ones):
+  """``nn.BatchNorm`` with momentum 0.9 (PyTorch's 0.1) and epsilon 1e-5.
+
+  Batch statistics in training, running averages otherwise.
+  """
+  return nn.BatchNorm(
+    use_running_average=not train,
+    momentum=0.9,
+    epsilon=1e-5,
+    scale_init=scale_init,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    name=name,
+  )
+
+
+def dense_stack(
+  module: nn.Module,
+  h: jax.Array,
+  widths: Sequence[int],
+  *,
+  name: str,
+  start: int = 0,
+  activation: Callable[[jax.Array], jax.Array] = nn.relu,
+  dropout_rate: float = 0.0,
+  train: bool = True,
+) -> jax.Array:
+  """``[Dense(w) -> activation -> Dropout(dropout_rate)] for w in widths`` applied to ``h``.
+
+  Must be called inside a compact method of ``module`` (its ``dtype`` and
+  ``param_dtype`` are used); layer ``i`` is named ``f"{name}{start + i}"``.
+  Dropout (``nn.Dropout`` on the 'dropout' rng, active when ``train``) is
+  left out when ``dropout_rate`` is 0.
+  """
+  for i, width in enumerate(widths):
+    h = nn.Dense(width, dtype=module.dtype, param_dtype=module.param_dtype, name=f"{name}{start + i}")(h)
+    h = activation(h)
+    if dropout_rate > 0:
+      h = nn.Dropout(dropout_rate)(h, deterministic=not train)
+  return h
+
+
+def image_head(module: nn.Module, h: jax.Array, image_shape: Sequence[int]) -> jax.Array:
+  """A generator's output layer: ``Dense(prod(image_shape))`` (``"out"``) -> tanh -> (B, *image_shape), float32.
+
+  Must be called inside a compact method of ``module`` (its ``dtype`` and
+  ``param_dtype`` are used).
+  """
+  h = nn.Dense(num_elements(image_shape), dtype=module.dtype, param_dtype=module.param_dtype, name="out")(h)
+  return jnp.tanh(h).reshape((h.shape[0],) + tuple(image_shape)).astype(jnp.float32)
+
+
+def logit_head(module: nn.Module, h: jax.Array, **dense_kwargs: Any) -> jax.Array:
+  """A discriminator's output layer: ``Dense(1, **dense_kwargs)`` (``"out"``) -> raw logits (B,), float32.
+
+  Must be called inside a compact method of ``module`` (its ``dtype`` and
+  ``param_dtype`` are used).
+  """
+  logit = nn.Dense(1, dtype=module.dtype, param_dtype=module.param_dtype, name="out", **dense_kwargs)(h)
+  return logit[:, 0].astype(jnp.float32)
 
 
 class Maxout(nn.Module):

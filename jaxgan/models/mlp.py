@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxgan.models.layers import Maxout, TinyMixin, num_elements
+from jaxgan.models.layers import Maxout, TinyMixin, dense_stack, flatten, image_head, logit_head
 
 __all__ = [
   "MLPGenerator",
@@ -67,13 +67,8 @@ class MLPGenerator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, z, labels=None, *, train: bool = True):
     del labels, train
-    h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
-    for i, width in enumerate(self.hidden):
-      h = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h)
-      h = nn.relu(h)
-    h = nn.Dense(num_elements(self.image_shape), dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-    x = jnp.tanh(h).reshape((z.shape[0],) + tuple(self.image_shape))
-    return x.astype(jnp.float32)
+    h = dense_stack(self, flatten(z, self.dtype), self.hidden, name="hidden")
+    return image_head(self, h, self.image_shape)
 
 
 class MLPDiscriminator(TinyMixin, nn.Module):
@@ -100,14 +95,16 @@ class MLPDiscriminator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool = True):
     del labels
-    h = jnp.asarray(x, self.dtype).reshape(x.shape[0], -1)
-    for i, width in enumerate(self.hidden):
-      h = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h)
-      h = nn.leaky_relu(h, self.negative_slope)
-      if self.dropout > 0:
-        h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    logit = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-    return logit[:, 0].astype(jnp.float32)
+    h = dense_stack(
+      self,
+      flatten(x, self.dtype),
+      self.hidden,
+      name="hidden",
+      activation=lambda h: nn.leaky_relu(h, self.negative_slope),
+      dropout_rate=self.dropout,
+      train=train,
+    )
+    return logit_head(self, h)
 
 
 class MaxoutDiscriminator(TinyMixin, nn.Module):
@@ -142,15 +139,14 @@ class MaxoutDiscriminator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool = True):
     del labels
-    h = jnp.asarray(x, self.dtype).reshape(x.shape[0], -1)
+    h = flatten(x, self.dtype)
     if self.input_dropout > 0:
       h = nn.Dropout(self.input_dropout)(h, deterministic=not train)
     for i, u in enumerate(self.units):
       h = Maxout(u, self.num_pieces, dtype=self.dtype, param_dtype=self.param_dtype, name=f"maxout{i}")(h)
       if self.dropout > 0:
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    logit = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-    return logit[:, 0].astype(jnp.float32)
+    return logit_head(self, h)
 
 
 class ToyGenerator(TinyMixin, nn.Module):
@@ -181,9 +177,7 @@ class ToyGenerator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, z, labels=None, *, train: bool = True):
     del labels, train
-    h = jnp.asarray(z, self.dtype).reshape(z.shape[0], -1)
-    for i in range(self.depth):
-      h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h))
+    h = dense_stack(self, flatten(z, self.dtype), [self.hidden] * self.depth, name="hidden")
     out = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
     return out.astype(jnp.float32)
 
@@ -211,11 +205,7 @@ class ToyCritic(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool = True):
     del labels, train
-    h = jnp.asarray(x, self.dtype).reshape(x.shape[0], -1)
-    for i in range(self.depth):
-      h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name=f"hidden{i}")(h))
-    out = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
-    return out[:, 0].astype(jnp.float32)
+    return logit_head(self, dense_stack(self, flatten(x, self.dtype), [self.hidden] * self.depth, name="hidden"))
 
 
 GENERATORS = {

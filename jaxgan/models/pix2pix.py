@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxgan.models.layers import TinyMixin, dcgan_bn_scale_init, dcgan_init, dropout
+from jaxgan.models.layers import TinyMixin, batch_norm, dcgan_bn_scale_init, dcgan_init, dropout
 
 __all__ = [
   "NORMS",
@@ -65,15 +65,7 @@ def norm_layer(kind: str, *, train: bool, dtype: Any, param_dtype: Any, name: st
   its learned scale and bias (the CycleGAN reference setting).
   """
   if kind == "batch":
-    return nn.BatchNorm(
-      use_running_average=not train,
-      momentum=0.9,
-      epsilon=1e-5,
-      scale_init=dcgan_bn_scale_init(),
-      dtype=dtype,
-      param_dtype=param_dtype,
-      name=name,
-    )
+    return batch_norm(train, dtype, param_dtype, name, dcgan_bn_scale_init())
   if kind == "instance":
     return nn.InstanceNorm(
       epsilon=1e-5, use_scale=affine, use_bias=affine, dtype=dtype, param_dtype=param_dtype, name=name
