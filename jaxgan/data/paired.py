@@ -257,13 +257,7 @@ def make_paired_source(
 # Unpaired sources.
 
 
-def make_unpaired_sources(
-  name: str,
-  split: str = "train",
-  data_dir: str | None = None,
-  image_size: int | None = None,
-  channels: int | None = None,
-) -> tuple[Any, Any]:
+def make_unpaired_sources(name: str, split: str = "train", data_dir: str | None = None, **options: Any) -> tuple:
   """Opens the two domains of an unpaired dataset; returns (source A, source B).
 
   Args:
@@ -275,10 +269,13 @@ def make_unpaired_sources(
       layout); or a TFDS ``cycle_gan/<name>`` dataset (splits
       ``{split}A`` / ``{split}B``, prepared in ``data_dir``).
     split: ``"train"`` or ``"test"``.
-    image_size: output side (default 32 for digits, else native for
-      folders and 256 for TFDS).
-    channels: 1 or 3 (default: native; converted when different).
+    **options: ``image_size``, the output side (default 32 for digits, else
+      native for folders and 256 for TFDS), and ``channels``, 1 or 3
+      (default: native; converted when different).
   """
+  image_size, channels = options.pop("image_size", None), options.pop("channels", None)
+  if options:
+    raise TypeError(f"make_unpaired_sources() got unexpected options {sorted(options)}")
   if split not in ("train", "test"):
     raise DataError(f"unpaired split must be 'train' or 'test', got {split!r}")
   if name == DIGIT_EDGES:

@@ -14,6 +14,7 @@ import functools
 import jax
 import numpy as np
 
+from jaxgan import parallel
 from jaxgan.errors import ConfigError
 
 
@@ -79,23 +80,13 @@ class MixtureIterator:
   run -- is the same as with one process.
   """
 
-  def __init__(
-    self,
-    mixture: GaussianMixture2D,
-    batch_size: int,
-    seed: int,
-    n_critic: int | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
-  ):
-    from jaxgan import parallel
-
+  def __init__(self, mixture: GaussianMixture2D, batch_size: int, seed: int, *, n_critic: int | None = None):
     self.mixture = mixture
     self.batch_size = batch_size
     self.n_critic = n_critic
     self.position = 0
     self._key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x0DA7A)
-    self._rows = parallel.process_batch_slice(batch_size, process_index, process_count)
+    self._rows = parallel.process_batch_slice(batch_size)
 
   def __iter__(self):
     return self

@@ -37,21 +37,8 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxgan.models import layers
 from jaxgan.models.dcgan import DCGANDiscriminator, DCGANGenerator, radford_discriminator_features
-from jaxgan.models.layers import (
-  Maxout,
-  TinyMixin,
-  batch_norm,
-  dcgan_init,
-  dense_stack,
-  dropout,
-  fields_of,
-  flatten,
-  image_head,
-  logit_head,
-  one_hot_labels,
-  require_labels,
-)
 
 __all__ = [
   "CGANMLPGenerator",
@@ -73,10 +60,10 @@ def _leaky_relu_stack(module: nn.Module, x, labels, train: bool):
   The body shared by :class:`CGANMLPGenerator` and :class:`CGANMLPDiscriminator`
   (layers ``fc1``, ``fc2``, ... of ``module``).
   """
-  y = one_hot_labels(labels, module.num_classes, module.dtype)
-  return dense_stack(
+  y = layers.one_hot_labels(labels, module.num_classes, module.dtype)
+  return layers.dense_stack(
     module,
-    jnp.concatenate([flatten(x, module.dtype), y], axis=-1),
+    jnp.concatenate([layers.flatten(x, module.dtype), y], axis=-1),
     module.hidden,
     name="fc",
     start=1,
@@ -91,7 +78,7 @@ def _leaky_relu_stack(module: nn.Module, x, labels, train: bool):
 # --------------------------------------------------------------------------
 
 
-class CGANMLPGenerator(TinyMixin, nn.Module):
+class CGANMLPGenerator(layers.TinyMixin, nn.Module):
   """Conditional MLP generator, Mirza & Osindero (2014), "Conditional
   Generative Adversarial Nets", arXiv:1411.1784 -- the seed's first variant.
 
@@ -125,10 +112,10 @@ class CGANMLPGenerator(TinyMixin, nn.Module):
 
   @nn.compact
   def __call__(self, z, labels=None, *, train: bool = True):
-    return image_head(self, _leaky_relu_stack(self, z, labels, train), self.image_shape)
+    return layers.image_head(self, _leaky_relu_stack(self, z, labels, train), self.image_shape)
 
 
-class CGANEmbedGenerator(TinyMixin, nn.Module):
+class CGANEmbedGenerator(layers.TinyMixin, nn.Module):
   """Conditional MLP generator with separate z and y embeddings, Mirza &
   Osindero (2014), "Conditional Generative Adversarial Nets" -- the seed's
   alternative variant.
@@ -171,21 +158,21 @@ class CGANEmbedGenerator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, z, labels=None, *, train: bool = True):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = one_hot_labels(labels, self.num_classes, self.dtype)
-    a = nn.Dense(self.z_embed, name="fc_z", **kw)(flatten(z, self.dtype))
-    a = nn.relu(batch_norm(train, self.dtype, self.param_dtype, "bn_z")(a))
+    y = layers.one_hot_labels(labels, self.num_classes, self.dtype)
+    a = nn.Dense(self.z_embed, name="fc_z", **kw)(layers.flatten(z, self.dtype))
+    a = nn.relu(layers.batch_norm(train, self.dtype, self.param_dtype, "bn_z")(a))
     b = nn.Dense(self.y_embed, name="fc_y", **kw)(y)
-    b = nn.relu(batch_norm(train, self.dtype, self.param_dtype, "bn_y")(b))
+    b = nn.relu(layers.batch_norm(train, self.dtype, self.param_dtype, "bn_y")(b))
     h = jnp.concatenate([a, b], axis=-1)
     for i, width in enumerate(self.hidden):
       h = nn.Dense(width, name=f"fc{i + 2}", **kw)(h)
-      h = nn.relu(batch_norm(train, self.dtype, self.param_dtype, f"bn{i + 2}")(h))
+      h = nn.relu(layers.batch_norm(train, self.dtype, self.param_dtype, f"bn{i + 2}")(h))
       if self.dropout > 0:
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    return image_head(self, h, self.image_shape)
+    return layers.image_head(self, h, self.image_shape)
 
 
-class CGANPaperGenerator(TinyMixin, nn.Module):
+class CGANPaperGenerator(layers.TinyMixin, nn.Module):
   """Conditional MLP generator as specified in Mirza & Osindero (2014),
   "Conditional Generative Adversarial Nets", section 4.1 (MNIST).
 
@@ -229,13 +216,13 @@ class CGANPaperGenerator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, z, labels=None, *, train: bool = True):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = one_hot_labels(labels, self.num_classes, self.dtype)
-    a = nn.relu(nn.Dense(self.z_units, name="fc_z", **kw)(flatten(z, self.dtype)))
+    y = layers.one_hot_labels(labels, self.num_classes, self.dtype)
+    a = nn.relu(nn.Dense(self.z_units, name="fc_z", **kw)(layers.flatten(z, self.dtype)))
     b = nn.relu(nn.Dense(self.y_units, name="fc_y", **kw)(y))
     h = nn.relu(nn.Dense(self.joint_units, name="fc_joint", **kw)(jnp.concatenate([a, b], axis=-1)))
     if self.dropout > 0:
       h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    return image_head(self, h, self.image_shape)
+    return layers.image_head(self, h, self.image_shape)
 
 
 # --------------------------------------------------------------------------
@@ -243,7 +230,7 @@ class CGANPaperGenerator(TinyMixin, nn.Module):
 # --------------------------------------------------------------------------
 
 
-class CGANMLPDiscriminator(TinyMixin, nn.Module):
+class CGANMLPDiscriminator(layers.TinyMixin, nn.Module):
   """Conditional MLP discriminator, Mirza & Osindero (2014), "Conditional
   Generative Adversarial Nets" -- the seed's PyTorch discriminator.
 
@@ -276,10 +263,10 @@ class CGANMLPDiscriminator(TinyMixin, nn.Module):
 
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool = True):
-    return logit_head(self, _leaky_relu_stack(self, x, labels, train))
+    return layers.logit_head(self, _leaky_relu_stack(self, x, labels, train))
 
 
-class CGANMaxoutDiscriminator(TinyMixin, nn.Module):
+class CGANMaxoutDiscriminator(layers.TinyMixin, nn.Module):
   """Conditional maxout discriminator, Mirza & Osindero (2014), "Conditional
   Generative Adversarial Nets", section 4.1, built from
   :class:`jaxgan.models.layers.Maxout` (Goodfellow et al., 2013).
@@ -331,15 +318,15 @@ class CGANMaxoutDiscriminator(TinyMixin, nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
     def drop(h, rate):
-      return dropout(h, rate, deterministic=not train)
+      return layers.dropout(h, rate, deterministic=not train)
 
-    y = one_hot_labels(labels, self.num_classes, self.dtype)
-    hx = drop(flatten(x, self.dtype), self.input_dropout)
-    hx = drop(Maxout(self.x_units, self.x_pieces, name="maxout_x", **kw)(hx), self.dropout)
-    hy = drop(Maxout(self.y_units, self.y_pieces, name="maxout_y", **kw)(y), self.dropout)
+    y = layers.one_hot_labels(labels, self.num_classes, self.dtype)
+    hx = drop(layers.flatten(x, self.dtype), self.input_dropout)
+    hx = drop(layers.Maxout(self.x_units, self.x_pieces, name="maxout_x", **kw)(hx), self.dropout)
+    hy = drop(layers.Maxout(self.y_units, self.y_pieces, name="maxout_y", **kw)(y), self.dropout)
     h = jnp.concatenate([hx, hy], axis=-1)
-    h = drop(Maxout(self.joint_units, self.joint_pieces, name="maxout_joint", **kw)(h), self.dropout)
-    return logit_head(self, h)
+    h = drop(layers.Maxout(self.joint_units, self.joint_pieces, name="maxout_joint", **kw)(h), self.dropout)
+    return layers.logit_head(self, h)
 
 
 # --------------------------------------------------------------------------
@@ -347,7 +334,7 @@ class CGANMaxoutDiscriminator(TinyMixin, nn.Module):
 # --------------------------------------------------------------------------
 
 
-class ConvCGANGenerator(TinyMixin, nn.Module):
+class ConvCGANGenerator(layers.TinyMixin, nn.Module):
   """Convolutional conditional generator: the Radford et al. (2015) DCGAN
   generator (:class:`jaxgan.models.dcgan.DCGANGenerator`) fed
   ``concat(z, one_hot(y))``, the conditioning of Mirza & Osindero (2014).
@@ -373,13 +360,13 @@ class ConvCGANGenerator(TinyMixin, nn.Module):
 
   @nn.compact
   def __call__(self, z, labels=None, *, train: bool = True):
-    y = one_hot_labels(labels, self.num_classes, self.dtype)
-    h = jnp.concatenate([flatten(z, self.dtype), y], axis=-1)
-    fields = fields_of(self, "image_size", "channels", "width", "base_size", "dtype", "param_dtype")
+    y = layers.one_hot_labels(labels, self.num_classes, self.dtype)
+    h = jnp.concatenate([layers.flatten(z, self.dtype), y], axis=-1)
+    fields = layers.fields_of(self, "image_size", "channels", "width", "base_size", "dtype", "param_dtype")
     return DCGANGenerator(**fields, name="dcgan")(h, train=train)
 
 
-class ConvCGANDiscriminator(TinyMixin, nn.Module):
+class ConvCGANDiscriminator(layers.TinyMixin, nn.Module):
   """Convolutional conditional discriminator: the Radford et al. (2015)
   DCGAN discriminator (:class:`jaxgan.models.dcgan.DCGANDiscriminator`) on
   the image concatenated with one-hot label maps as extra input channels
@@ -407,14 +394,14 @@ class ConvCGANDiscriminator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool = True):
     x = jnp.asarray(x, self.dtype)
-    y = one_hot_labels(labels, self.num_classes, self.dtype)
+    y = layers.one_hot_labels(labels, self.num_classes, self.dtype)
     maps = jnp.broadcast_to(y[:, None, None, :], x.shape[:3] + (self.num_classes,))
     h = jnp.concatenate([x, maps], axis=-1)
-    fields = fields_of(self, "image_size", "width", "base_size", "dtype", "param_dtype")
+    fields = layers.fields_of(self, "image_size", "width", "base_size", "dtype", "param_dtype")
     return DCGANDiscriminator(**fields, name="dcgan")(h, train=train)
 
 
-class ProjectionDiscriminator(TinyMixin, nn.Module):
+class ProjectionDiscriminator(layers.TinyMixin, nn.Module):
   """Projection discriminator of Miyato & Koyama (2018), "cGANs with
   Projection Discriminator", ICLR, on a Radford DCGAN trunk.
 
@@ -446,14 +433,14 @@ class ProjectionDiscriminator(TinyMixin, nn.Module):
 
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool = True):
-    labels = require_labels(labels)
+    labels = layers.require_labels(labels)
     h = radford_discriminator_features(self, x, train=train)
     phi = jnp.sum(h, axis=(1, 2))  # global sum pooling -> (B, C)
-    psi = nn.Dense(1, kernel_init=dcgan_init, dtype=self.dtype, param_dtype=self.param_dtype, name="psi")(phi)
+    psi = nn.Dense(1, kernel_init=layers.dcgan_init, dtype=self.dtype, param_dtype=self.param_dtype, name="psi")(phi)
     emb = nn.Embed(
       self.num_classes,
       phi.shape[-1],
-      embedding_init=dcgan_init,
+      embedding_init=layers.dcgan_init,
       dtype=self.dtype,
       param_dtype=self.param_dtype,
       name="embed",

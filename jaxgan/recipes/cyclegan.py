@@ -27,7 +27,7 @@ def open_sources(cfg: Mapping[str, Any], split: str):
   """(source of A, source of B) of ``split``."""
   try:
     return paired.make_unpaired_sources(
-      cfg["dataset"], split, cfg.get("data_dir"), cfg["image_size"], cfg.get("channels") or None
+      cfg["dataset"], split, cfg.get("data_dir"), image_size=cfg["image_size"], channels=cfg.get("channels") or None
     )
   except ValueError as e:
     raise ConfigError(str(e)) from None
