@@ -176,9 +176,7 @@ class _DenseBN(nn.Module):
 
 
 def test_standing_stats_are_the_statistics_of_the_sampling_params():
-  config = eu.step_config(
-    dict(loss="non_saturating", n_critic=1, n_gen=1, latent_dim=2, latent_dist="normal", real_label=1.0, ema_decay=0.5)
-  )
+  config = gan.Config(loss="non_saturating", latent_dim=2, ema_decay=0.5)
   tx = optax.sgd(0.1)
   state = jax.jit(
     lambda: create_gan_state(
