@@ -35,7 +35,7 @@ import numpy as np
 from absl import flags, logging
 
 from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import evaluation, losses, recipes, runs, sampling, trainer, viz
+from jaxgan import evaluation, losses, recipes, runs, sampling, storage, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.errors import CheckpointError, ConfigError
 from jaxgan.families import gan
@@ -178,7 +178,7 @@ def evaluate(
     results[label] = acc
   results["reported"] = "ema_params" if "ema_params" in results else "generator_params"
   results["accuracy"] = results[results["reported"]]["accuracy"]
-  checkpoint_lib.dump_json(os.path.join(workdir, RESULTS_FILE), results)
+  storage.dump_json(os.path.join(workdir, RESULTS_FILE), results)
   return results
 
 

@@ -19,7 +19,6 @@ reports the L1 between G(a) and the true outline of a, next to the identity map'
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -28,7 +27,7 @@ import numpy as np
 import translation
 from absl import flags, logging
 
-from jaxgan import evaluation, losses, recipes, sampling, trainer, viz
+from jaxgan import evaluation, losses, recipes, sampling, storage, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.data import paired
 from jaxgan.errors import ConfigError
@@ -125,8 +124,7 @@ def main(argv):
   if "l1_g_vs_true_b" in scores:
     results["l1_identity"] = floor["l1_g_vs_true_b"][0]
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "eval_metrics.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    storage.dump_json(os.path.join(workdir, "eval_metrics.json"), results)
     viz.loss_curves(
       os.path.join(workdir, trainer.METRICS_FILE),
       os.path.join(workdir, "loss_curves.png"),

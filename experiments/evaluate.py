@@ -37,7 +37,8 @@ flags.DEFINE_string(
 flags.DEFINE_string(
   "inception_weights",
   None,
-  "FID InceptionV3 weights (.npz/.pkl) for fid and is (default: $JAXGAN_INCEPTION_WEIGHTS; nothing is downloaded).",
+  "FID InceptionV3 weights (.npz; no pickles) for fid and is (default: $JAXGAN_INCEPTION_WEIGHTS; nothing is "
+  "downloaded).",
 )
 flags.DEFINE_list(
   "metrics",

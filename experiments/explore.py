@@ -44,8 +44,7 @@ import launch
 import numpy as np
 from absl import flags
 
-from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import recipes, sampling, viz
+from jaxgan import recipes, sampling, storage, viz
 from jaxgan.errors import ConfigError
 from jaxgan.recipes import images as image_recipe
 
@@ -182,7 +181,7 @@ def main(argv):
     arith["result_classes"] = image_recipe.nearest_neighbour_labels(out, real, labels).tolist()
     arith["control_classes"] = image_recipe.nearest_neighbour_labels(control, real, labels).tolist()
   results["vector_arithmetic"] = arith
-  checkpoint_lib.dump_json(os.path.join(out_dir, "explore.json"), results)
+  storage.dump_json(os.path.join(out_dir, "explore.json"), results)
   print(json.dumps({"out_dir": out_dir, **arith}, default=str))
 
 

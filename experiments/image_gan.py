@@ -17,8 +17,7 @@ import jax
 import launch
 from absl import flags, logging
 
-from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import evaluation, losses, recipes
+from jaxgan import evaluation, losses, recipes, storage
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
 from jaxgan.recipes import images as image_recipe
@@ -131,7 +130,7 @@ def train(name: str, cfg: dict | None = None) -> dict:
   results = image_recipe.pixel_report(state, cfg, config, source)
   results["wall_time_sec_this_process"] = wall
   if jax.process_index() == 0:
-    checkpoint_lib.dump_json(os.path.join(workdir, EVAL_FILE), results)
+    storage.dump_json(os.path.join(workdir, EVAL_FILE), results)
   g = results["generated"]
   line = (
     f"{name} {cfg['dataset']} step {results['step']}: pixel FD "

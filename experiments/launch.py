@@ -3,8 +3,9 @@
 * `run(main)` -- `absl.app.run` with two changes: a flag that fails to parse
   (an unknown flag or value, a missing flagfile, a value out of range) and any
   `jaxgan.errors.JaxganError` raised by ``main`` end the program with one line
-  on stderr, ``error: ...``, and exit status 2 (flags) or 1 (everything
-  else); and when the entry point has the common flags, a multi-process run
+  on stderr, ``error: ...``, and exit status 2 (flags), 128 + the signal for
+  a run stopped by SIGTERM / SIGINT after saving (`jaxgan.errors.Interrupted`)
+  or 1 (everything else); and when the entry point has the common flags, a multi-process run
   is joined (`jaxgan.parallel.initialize_distributed`) before ``main`` touches
   a device. Orbax's per-save INFO lines are kept out of the log.
 * `define_common_flags` -- the flags every experiment has (workdir, seed,
@@ -34,6 +35,7 @@ from typing import Any
 
 from absl import app, flags, logging
 
+from jaxgan import parallel, trainer
 from jaxgan.errors import ConfigError, JaxganError
 
 FLAGS = flags.FLAGS
@@ -68,14 +70,14 @@ def run(main: Callable[[list[str]], None]) -> None:
     logging.get_absl_handler().addFilter(_QuietOrbax())
     try:
       if "coordinator_address" in FLAGS:
-        from jaxgan import parallel  # imported late: jax must not start before the flags are parsed
-
         parallel.initialize_distributed(
           FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=FLAGS.distributed
         )
       main(argv)
     except JaxganError as e:
-      _fail(str(e), 1)
+      _fail(str(e), getattr(e, "exit_code", 1))  # Interrupted: 128 + the signal
+    except KeyboardInterrupt:  # Ctrl-C outside training (set-up, final evaluation): the checkpoints are complete
+      _fail("interrupted by SIGINT outside training; the saved checkpoints are complete: rerun the same command", 130)
 
   app.run(wrapped, flags_parser=_parse_flags)
 
@@ -120,6 +122,18 @@ def define_common_flags(default_steps: int, default_batch: int) -> None:
   flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.", lower_bound=1)
   flags.DEFINE_integer("num_devices", None, "Devices in the data mesh (default: all).", lower_bound=1)
   flags.DEFINE_bool("skip_nonfinite", False, "Drop updates with NaN/Inf losses or gradients instead of stopping.")
+  flags.DEFINE_float(
+    "max_skipped_fraction",
+    0.5,
+    "With --skip_nonfinite: stop when more than this fraction of a log window's iterations were dropped.",
+    lower_bound=0.0,
+    upper_bound=1.0,
+  )
+  flags.DEFINE_bool(
+    "allow_flag_changes",
+    False,
+    "Resume a workdir with flags that change the training (recorded in flags_history.jsonl) instead of stopping.",
+  )
   flags.DEFINE_string(
     "coordinator_address",
     os.environ.get("JAX_COORDINATOR_ADDRESS") or None,
@@ -182,6 +196,23 @@ def _env_int(name: str) -> int | None:
     _fail(f"environment variable {name}={value!r} is not an integer", 2)
 
 
+# Flags of the scripts that only change what is written or shown, never the training trajectory.
+OUTPUT_FLAGS = frozenset({
+  "eval_samples", "grid_size", "classifier_workdir", "best_metric", "eval_per_class", "grid_columns",
+  "num_eval", "eval_batch", "num_strip", "strip_scale", "mode", "input_dir", "output_dir", "translate_side",
+  "inference", "translate_direction", "evaluate", "eval_only", "eval_split",
+})  # fmt: skip
+
+
+def neutral_flags(cfg: dict) -> frozenset[str]:
+  """The flags a resumed run may change: `jaxgan.trainer.NEUTRAL_FLAGS` and the output flags, but the run's length
+  only when no learning-rate schedule is tied to it."""
+  out = set(trainer.NEUTRAL_FLAGS) | OUTPUT_FLAGS
+  if cfg.get("lr_schedule", "constant") != "constant" or cfg.get("decay_steps"):
+    out.discard("num_steps")  # the decay is spread over num_steps: a new length changes the schedule
+  return frozenset(out)
+
+
 def train(
   setup,
   *,
@@ -196,8 +227,6 @@ def train(
   error line otherwise, before anything is written). Rerunning the same
   command resumes from the workdir.
   """
-  from jaxgan import parallel, trainer
-
   cfg = setup.cfg
   mesh = parallel.make_data_mesh(cfg.get("num_devices"))
   parallel.check_batch_divisible(cfg["batch_size"], mesh)
@@ -210,6 +239,8 @@ def train(
     keep_checkpoints=cfg["keep_checkpoints"],
     skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
     eval_every=cfg.get("eval_every", 0) or 0,
+    max_skipped_fraction=cfg.get("max_skipped_fraction", 0.5),
+    allow_flag_changes=bool(cfg.get("allow_flag_changes", False)),
   )
   if eval_fn is None and best_metric is not None:
     raise ConfigError(f"--best_metric={best_metric} needs --eval_every")
@@ -229,6 +260,7 @@ def train(
       eval_fn=eval_fn,
       best_metric=best_metric,
       best_mode=best_mode,
+      neutral_flags=neutral_flags(cfg),
     )
   finally:
     if hasattr(data, "close"):

@@ -20,7 +20,6 @@ scatter plot ``samples.png``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -29,7 +28,7 @@ import launch
 import numpy as np
 from absl import flags
 
-from jaxgan import trainer, viz
+from jaxgan import storage, trainer, viz
 from jaxgan.data import toy
 from jaxgan.errors import ConfigError
 from jaxgan.metrics import metropolis, modes
@@ -102,8 +101,7 @@ def main(argv):
     "wall_time_sec": wall,
     **metrics.as_dict(),
   }
-  with open(os.path.join(workdir, "mode_metrics.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  storage.dump_json(os.path.join(workdir, "mode_metrics.json"), results)
   real = np.asarray(mixture.sample(jax.random.PRNGKey(FLAGS.seed + 1), len(samples)))
   lim = float(np.abs(mixture.means_array()).max()) * 1.5
   viz.scatter_2d(

@@ -16,7 +16,6 @@ every image in --input_dir and writes the outputs to --output_dir.
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -25,7 +24,7 @@ import numpy as np
 import translation
 from absl import flags, logging
 
-from jaxgan import evaluation, losses, recipes, sampling, trainer, viz
+from jaxgan import evaluation, losses, recipes, sampling, storage, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.data import paired
 from jaxgan.errors import ConfigError
@@ -142,8 +141,7 @@ def main(argv):
       l1_identity=floor["l1_eval"][0],
     )
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "eval_metrics.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    storage.dump_json(os.path.join(workdir, "eval_metrics.json"), results)
     viz.loss_curves(
       os.path.join(workdir, trainer.METRICS_FILE),
       os.path.join(workdir, "loss_curves.png"),

@@ -11,7 +11,6 @@ mode_metrics.json.
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -19,7 +18,7 @@ import launch
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import losses, recipes, sampling, trainer, viz
+from jaxgan import losses, recipes, sampling, storage, trainer, viz
 from jaxgan.data import toy
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
@@ -139,8 +138,7 @@ def main(argv):
       values = [r[r["reported"]][key] for r in per_run]
       results[f"{key}_mean"], results[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "mode_metrics.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    storage.dump_json(os.path.join(workdir, "mode_metrics.json"), results)
     viz.loss_curves(
       os.path.join(workdir, trainer.METRICS_FILE),
       os.path.join(workdir, "loss_curves.png"),

@@ -345,6 +345,15 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     return restored["state"]
 
+  def _check_step(self, meta: dict, step: int) -> None:
+    """A step directory whose meta names another step was renamed or copied: refuse it, delete nothing."""
+    saved = meta.get("step")
+    if saved is not None and int(saved) != step:
+      raise CheckpointError(
+        f"checkpoint directory {os.path.join(self.directory, str(step))} holds step {saved}, not {step} (it was "
+        f"renamed or copied): rename it back to {saved} or move it out of {self.directory}; nothing was changed"
+      )
+
   def _check_signature(self, meta: dict, signature: str) -> None:
     if meta.get("model_signature") != signature:
       raise CheckpointError(
@@ -371,6 +380,7 @@ class Checkpointer:
       meta = self.read_meta(step)
     except Exception as e:  # noqa: BLE001 - an unreadable step is one clear error
       raise CheckpointError(f"checkpoint step {step} in {self.directory} is unreadable ({_one_line(e)})") from None
+    self._check_step(meta, step)
     self._check_signature(meta, signature)
     try:
       state = self._restore_step(step, abstract)
@@ -411,6 +421,7 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - any unreadable step falls back to the previous one
         failures.append((step, _one_line(e)))
         continue
+      self._check_step(meta, step)
       self._check_signature(meta, signature)
       try:
         state = self._restore_step(step, abstract)
@@ -483,18 +494,3 @@ def _is_disk_full(e: BaseException) -> bool:
       return True
     e = e.__cause__ or e.__context__
   return False
-
-
-def dump_json(path: str, obj: Any) -> None:
-  """Writes JSON atomically (temp file + rename)."""
-  tmp = f"{path}.tmp"
-  try:
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
-  except OSError:
-    try:
-      os.remove(tmp)
-    except OSError:
-      pass
-    raise

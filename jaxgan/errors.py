@@ -19,3 +19,15 @@ class NonFiniteError(JaxganError, FloatingPointError):
 
 class StorageError(JaxganError, OSError):
   """The run's files cannot be written (a full disk, a read-only filesystem)."""
+
+
+class Interrupted(JaxganError):
+  """Training stopped by a signal (SIGTERM from a scheduler, Ctrl-C) after saving a checkpoint.
+
+  ``exit_code`` is the conventional 128 + signal number (143 for SIGTERM, 130
+  for SIGINT), which the entry points exit with.
+  """
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code

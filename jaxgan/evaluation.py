@@ -74,8 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import recipes, runs, sampling, trainer
+from jaxgan import recipes, runs, sampling, storage, trainer
 from jaxgan.data import images as images_lib
 from jaxgan.errors import ConfigError, StorageError
 from jaxgan.families import cyclegan, gan, pix2pix
@@ -788,7 +787,7 @@ def write_results(result: Mapping[str, Any], directory: str | None = None) -> tu
   base = os.path.join(directory, f"results_step{header['step']}")
   try:
     os.makedirs(directory, exist_ok=True)
-    checkpoint_lib.dump_json(base + ".json", {**header, "records": result["records"]})
+    storage.dump_json(base + ".json", {**header, "records": result["records"]})
     tmp = base + ".md.tmp"
     with open(tmp, "w") as f:
       f.write(results_markdown(result["records"], header))

@@ -25,9 +25,30 @@ metrics have no ``finite`` is refused at its first iteration
   the step and the network named, the last good checkpoint kept and the
   offending metrics written to ``nonfinite_metrics.json``. With
   ``skip_nonfinite`` the step functions drop such updates instead; the trainer
-  then counts them (``skipped_nonfinite`` in metrics.jsonl, one warning per log);
+  then counts them (``skipped_nonfinite`` in metrics.jsonl, one warning per
+  log) and stops with one line when more than ``max_skipped_fraction`` of a
+  log window's iterations were dropped (training is then not progressing);
 * storage: a full disk or an unwritable file ends the run with one
   `StorageError` / `CheckpointError` line; older checkpoints stay readable;
+* one writer per workdir: `WorkdirLock`, an exclusive lock on
+  ``<workdir>/.jaxgan.lock`` held while `fit` runs; a second run on the same
+  workdir stops with one line naming the holder (pid, host) and touches
+  nothing. The kernel drops the lock when its process dies, so a killed
+  run's lock never blocks the rerun;
+* preemption: SIGTERM (what a scheduler sends) and SIGINT (Ctrl-C) finish the
+  iteration in flight, save a checkpoint with the data position, flush the
+  metrics and end with `Interrupted` (exit code 128 + signal) -- rerunning
+  the same command resumes bit for bit. In a multi-process run SIGTERM goes
+  through JAX's preemption synchronisation (every process saves the same
+  step; `jax.experimental.multihost_utils.reached_preemption_sync_point`) and a
+  Ctrl-C on one process is shared with the others at the next log step. A
+  second signal stops at once, without saving;
+* resume checks the run: the flags saved with the restored checkpoint and the
+  new ones may differ only in ``neutral_flags`` (those that cannot change the
+  trajectory: length, cadences, kept count, directories, devices). Any other
+  change is one error listing each flag with its old and new value, unless
+  ``allow_flag_changes``: then it is recorded in ``flags_history.jsonl`` and
+  ``flags.json`` is rewritten, so it always describes the checkpoints;
 * multi-process: every process runs `fit` (collectives and orbax saves need all
   of them); only process 0 writes metrics, flags.json and JSON reports;
 * hooks: ``sample_hook(state, step)`` writes figures every ``sample_every``;
@@ -49,10 +70,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import json
 import os
+import signal
+import socket
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import jax
@@ -60,8 +85,8 @@ import numpy as np
 from absl import logging
 
 from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import parallel
-from jaxgan.errors import CheckpointError, ConfigError, NonFiniteError, StorageError
+from jaxgan import parallel, storage
+from jaxgan.errors import CheckpointError, ConfigError, Interrupted, NonFiniteError, StorageError
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.jsonl"
@@ -69,6 +94,16 @@ BEST_DIR = "checkpoints_best"
 NONFINITE_FILE = "nonfinite_metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "checkpoints_corrupt"
+FLAGS_FILE = "flags.json"
+FLAGS_HISTORY_FILE = "flags_history.jsonl"
+LOCK_FILE = ".jaxgan.lock"
+
+# Flags that cannot change the training trajectory: a resumed run may change them freely.
+NEUTRAL_FLAGS = frozenset({
+  "num_steps", "log_every", "checkpoint_every", "sample_every", "eval_every", "keep_checkpoints",
+  "workdir", "data_dir", "num_devices", "coordinator_address", "num_processes", "process_id", "distributed",
+  "allow_flag_changes",
+})  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,40 +119,210 @@ class TrainerConfig:
   keep_checkpoints: int = 3
   skip_nonfinite: bool = False
   eval_every: int = 0
+  max_skipped_fraction: float = 0.5
+  allow_flag_changes: bool = False
 
   def __post_init__(self):
     if self.num_steps < 0:
       raise ConfigError(f"num_steps must be >= 0, got {self.num_steps}")
     if self.eval_every < 0:
       raise ConfigError(f"eval_every must be >= 0 (0: only at the end), got {self.eval_every}")
+    if not 0.0 <= self.max_skipped_fraction <= 1.0:
+      raise ConfigError(f"max_skipped_fraction must be in [0, 1], got {self.max_skipped_fraction}")
     for name in ("log_every", "checkpoint_every"):
       if getattr(self, name) < 1:
         raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def prepare_workdir(workdir: str) -> str:
+# ---------------------------------------------------------------------------- one writer per workdir
+
+
+class WorkdirLock:
+  """An exclusive ``flock`` on ``<workdir>/.jaxgan.lock`` for as long as a run writes there.
+
+  `acquire` either takes the lock (and writes the holder's pid, host and
+  start time into the file) or raises `CheckpointError` naming the holder,
+  having changed nothing. `release` puts the file's previous bytes back, so a
+  run that stops on bad input leaves the workdir as it found it. The kernel
+  releases the lock when the holding process ends, however it ends, so a
+  stale lock file never blocks a rerun.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(os.path.abspath(workdir), LOCK_FILE)
+    self._fd: int | None = None
+    self._previous = b""
+
+  def acquire(self) -> WorkdirLock:
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      holder = _read_holder(fd)
+      os.close(fd)
+      if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        raise
+      raise CheckpointError(
+        f"{os.path.dirname(self.path)} is in use by another run ({holder}): two runs on one workdir would "
+        "interleave their metrics and delete each other's checkpoints; wait for it to finish or stop it, or "
+        "choose another --workdir"
+      ) from None
+    self._previous = os.pread(fd, 1 << 16, 0)
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    self._write(fd, json.dumps(info).encode())
+    self._fd = fd
+    return self
+
+  @staticmethod
+  def _write(fd: int, data: bytes) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+  def release(self) -> None:
+    if self._fd is not None:
+      try:
+        self._write(self._fd, self._previous)
+      except OSError:
+        pass  # a full disk: the lock file keeps this run's pid, which is harmless
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+  try:
+    info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+  except (OSError, ValueError, KeyError):
+    return "its pid is not recorded yet"
+
+
+# ---------------------------------------------------------------------------- preemption and interrupts
+
+
+class _StopRequests:
+  """SIGTERM / SIGINT while `fit` runs: the signal is recorded, and the loop saves and stops.
+
+  Installed only in the main thread and only while `fit` runs (the previous
+  handlers are put back). In a multi-process run SIGTERM is left to JAX's
+  preemption notifier and read through `reached_preemption_sync_point`, so
+  every process stops at the same step; a Ctrl-C is shared at log steps.
+  """
+
+  def __init__(self, name: str):
+    self.name, self.signum, self._previous = name, None, {}
+    self._multi = jax.process_count() > 1
+
+  def __enter__(self) -> _StopRequests:
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT,) if self._multi else (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    name = signal.Signals(signum).name
+    if self.signum is not None:
+      raise Interrupted(f"{name} again: {self.name} stopped at once, without saving this step", 128 + signum)
+    self.signum = signum
+    logging.warning("%s: %s received, saving a checkpoint after the current iteration", self.name, name)
+
+  def requested(self, step: int, log_step: bool) -> int | None:
+    """The signal to stop for at ``step`` (the same on every process), or None."""
+    if not self._multi:
+      return self.signum
+    from jax.experimental import multihost_utils
+
+    try:
+      if multihost_utils.reached_preemption_sync_point(step):
+        return signal.SIGTERM
+    except RuntimeError:  # the preemption service is off
+      pass
+    if not log_step:
+      return None
+    flags = np.asarray(multihost_utils.process_allgather(np.int32(self.signum or 0)))
+    return int(flags.max()) or None
+
+
+# ---------------------------------------------------------------------------- resuming with other flags
+
+
+def _normalised(flags: dict) -> dict:
+  return json.loads(json.dumps(flags, sort_keys=True, default=str))
+
+
+def changed_flags(saved: dict, current: dict, neutral: Collection[str] = NEUTRAL_FLAGS) -> dict[str, tuple]:
+  """{flag: (old, new)} for every flag outside ``neutral`` that differs between two runs' flags."""
+  saved, current = _normalised(saved), _normalised(current)
+  return {
+    k: (saved.get(k), current.get(k))
+    for k in sorted(set(saved) | set(current))
+    if k not in neutral and saved.get(k) != current.get(k)
+  }
+
+
+def _check_resumed_flags(
+  workdir: str, step: int, saved: dict | None, current: dict, neutral: Collection[str], allow: bool
+) -> None:
+  """One `ConfigError` for a resume that would change the trajectory, unless ``allow`` (then recorded)."""
+  if saved is None:
+    return
+  changes = changed_flags(saved, current, neutral)
+  if not changes:
+    return
+  listed = ", ".join(f"--{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+  if not allow:
+    raise ConfigError(
+      f"the checkpoint at step {step} in {workdir} was trained with other flags: {listed}. Resuming would change "
+      "the run: use a fresh --workdir, or pass --allow_flag_changes to continue with the new values (recorded in "
+      f"{FLAGS_HISTORY_FILE})"
+    )
+  if jax.process_index() == 0:
+    record = {
+      "step": step,
+      "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+      "changed": {k: list(v) for k, v in changes.items()},
+    }
+    with open(os.path.join(workdir, FLAGS_HISTORY_FILE), "a") as f:
+      f.write(json.dumps(record) + "\n")
+  logging.warning("resuming at step %d with changed flags (recorded in %s): %s", step, FLAGS_HISTORY_FILE, listed)
+
+
+# ---------------------------------------------------------------------------- the workdir
+
+
+def prepare_workdir(workdir: str, lock: bool = False) -> str | tuple[str, WorkdirLock]:
   """Creates ``workdir`` and checks that a file can be written there (one clear error if not).
 
-  The probe file is removed whatever happens, so a failed check leaves the
-  directory as it was.
+  With ``lock`` it also takes the workdir's `WorkdirLock` (before anything
+  else is written) and returns ``(workdir, lock)``. The probe file is removed
+  whatever happens, so a failed check leaves the directory as it was.
   """
   workdir = os.path.abspath(workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"workdir {workdir} is a file, not a directory: choose another --workdir")
   probe = os.path.join(workdir, f".write_test.{os.getpid()}.{jax.process_index()}")
+  held = None
   try:
     os.makedirs(workdir, exist_ok=True)
+    held = WorkdirLock(workdir).acquire() if lock else None
     with open(probe, "w") as f:
       f.write("ok")
   except OSError as e:
-    hint = "free space or choose another --workdir" if e.errno in _DISK_FULL else "choose another --workdir"
-    raise ConfigError(f"workdir {workdir} is not writable ({_os_reason(e)}): {hint}") from None
+    if held is not None:
+      held.release()
+    hint = "free space or choose another --workdir" if e.errno in storage.DISK_FULL else "choose another --workdir"
+    raise ConfigError(f"workdir {workdir} is not writable ({storage.os_reason(e)}): {hint}") from None
   finally:
     try:
       os.remove(probe)
     except OSError:
       pass
-  return workdir
+  return (workdir, held) if lock else workdir
 
 
 class _MetricsWriter:
@@ -292,6 +497,7 @@ def fit(
   eval_fn: Callable[[Any, int], dict] | None = None,
   best_metric: str | None = None,
   best_mode: str = "min",
+  neutral_flags: Collection[str] = NEUTRAL_FLAGS,
 ) -> Any:
   """Trains ``state`` to ``config.num_steps`` iterations, resuming from ``workdir``.
 
@@ -317,9 +523,15 @@ def fit(
     best_metric: a name in ``eval_fn``'s result: the state where it is best
       is kept in ``checkpoints_best/``.
     best_mode: ``"min"`` (lower is better) or ``"max"``.
+    neutral_flags: the ``run_flags`` a resumed run may change without
+      ``config.allow_flag_changes`` (see the module docstring).
 
   Returns:
     The final state.
+
+  Raises:
+    Interrupted: SIGTERM or SIGINT arrived; a checkpoint of the step reached
+      was saved first.
   """
   if best_mode not in ("min", "max"):
     raise ConfigError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
@@ -328,7 +540,24 @@ def fit(
   skip_nonfinite = config.skip_nonfinite or bool((run_flags or {}).get("skip_nonfinite", False))
   primary = jax.process_index() == 0
   # ---------------------------------------------------------------- workdir, mesh, checkpoint
-  workdir = prepare_workdir(config.workdir)
+  # Only process 0 locks: the processes of one multi-process run share the workdir.
+  workdir, lock = prepare_workdir(config.workdir, lock=True) if primary else (prepare_workdir(config.workdir), None)
+  try:
+    with _StopRequests(name) as stops:
+      return _fit(
+        name, state, train_step, data, config, workdir, run_flags, mesh, batch_axis, sample_hook, eval_fn,
+        best_metric, best_mode, neutral_flags, skip_nonfinite, primary, stops,
+      )  # fmt: skip
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _fit(
+  name, state, train_step, data, config, workdir, run_flags, mesh, batch_axis, sample_hook, eval_fn, best_metric,
+  best_mode, neutral_flags, skip_nonfinite, primary, stops,
+):  # fmt: skip
+  """`fit` with the workdir prepared and locked."""
   if mesh is None:
     mesh = getattr(train_step, "mesh", None) or parallel.make_data_mesh()
   if batch_axis is None:
@@ -355,6 +584,14 @@ def fit(
   start_step = int(checkpoint_lib.host_value(state.step))
   last_good_checkpoint = start_step if restored is not None else None
   run_flags = dict(run_flags or {})
+  if restored is not None:
+    try:
+      _check_resumed_flags(
+        workdir, start_step, restored[1].get("flags"), run_flags, neutral_flags, config.allow_flag_changes
+      )
+    except BaseException:
+      checkpointer.close()
+      raise
   best_checkpointer, best = None, None
   if best_metric is not None:
     best_checkpointer, best = _open_best(workdir, signature, best_metric, best_mode, checkpointer)
@@ -445,7 +682,7 @@ def fit(
         nets = nonfinite_networks(m)
         bad = {k: _to_python(v) for k, v in m.items()}
         if primary:
-          checkpoint_lib.dump_json(os.path.join(workdir, NONFINITE_FILE), {"step": s, **bad})
+          storage.dump_json(os.path.join(workdir, NONFINITE_FILE), {"step": s, **bad})
         where = (
           f"the last good checkpoint is step {last_good_checkpoint} in {checkpointer.directory}"
           if last_good_checkpoint is not None
@@ -479,6 +716,16 @@ def fit(
         "%s: dropped NaN/Inf updates in %d iteration(s) %s (--skip_nonfinite)", name, len(skipped), skipped
       )
     writer.write(record)
+    if skipped and len(skipped) > config.max_skipped_fraction * len(steps_done):
+      where = (
+        f"the last good checkpoint is step {last_good_checkpoint}"
+        if last_good_checkpoint is not None
+        else "no checkpoint was written"
+      )
+      raise NonFiniteError(
+        f"{len(skipped)} of the {len(steps_done)} iterations up to {step} had NaN/Inf updates, all dropped by "
+        f"--skip_nonfinite: training is not progressing; {where}. Lower the learning rate or fix the input"
+      )
     shown = " ".join(f"{k} {means[k]:.4g}" for k in ("d_loss", "g_loss") if k in means)
     logging.info(
       "%s step %d/%d | %.1f it/s | ETA %s | %s", name, step, config.num_steps, rate, _format_duration(eta), shown
@@ -486,9 +733,10 @@ def fit(
     t_last, step_last = now, step
 
   step = start_step
+  saved_step = start_step if restored is not None else None
   try:
     if primary:
-      checkpoint_lib.dump_json(os.path.join(workdir, "flags.json"), run_flags)
+      storage.dump_json(os.path.join(workdir, FLAGS_FILE), run_flags)
     writer = _MetricsWriter(workdir, start_step)
     if eval_fn is not None:
       eval_writer = _MetricsWriter(workdir, start_step, filename=EVAL_FILE, tensorboard=False)
@@ -507,6 +755,17 @@ def fit(
         evaluate(step, state)
       if step % config.checkpoint_every == 0 or at_end:
         save(step, state)
+        saved_step = step
+      stop = stops.requested(step, log_step=step % config.log_every == 0)
+      if stop is not None:
+        flush(step, state)
+        if saved_step != step:
+          save(step, state)
+        raise Interrupted(
+          f"interrupted by {signal.Signals(stop).name} at step {step}; checkpoint saved in {checkpointer.directory}; "
+          "rerun the same command to resume",
+          128 + stop,
+        )
       if sample_hook is not None and ((config.sample_every and step % config.sample_every == 0) or at_end):
         sample_hook(state, step)
     if step == start_step and sample_hook is not None and restored is not None:
@@ -520,7 +779,7 @@ def fit(
       else "no checkpoint was written"
     )
     raise StorageError(
-      f"could not write {e.filename or workdir} at iteration {step} ({_os_reason(e)}); "
+      f"could not write {e.filename or workdir} at iteration {step} ({storage.os_reason(e)}); "
       f"{last}: free space or fix the directory and rerun the same command to resume"
     ) from None
   finally:
@@ -569,11 +828,4 @@ def _open_best(
   return best_checkpointer, {"value": float(meta["best_value"]), "step": int(meta["step"])}
 
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
-
-
-def _os_reason(e: OSError) -> str:
-  if e.errno in _DISK_FULL:
-    return "no space left on device"
-  return e.strerror or str(e)

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 
 import matplotlib
@@ -25,14 +24,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from jaxgan import storage  # noqa: E402
+
 
 def _save(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp.png"
-  fig.savefig(tmp, dpi=100, bbox_inches="tight")
-  plt.close(fig)
-  os.replace(tmp, path)
-  return path
+  try:
+    return storage.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"))
+  finally:
+    plt.close(fig)
 
 
 def scatter_2d(
@@ -110,9 +109,7 @@ def save_image_grid(path: str, images: np.ndarray, rows: int | None = None, scal
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
   if grid.shape[-1] == 1:
     grid = grid[..., 0]
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(grid).save(path)
-  return path
+  return storage.atomic_write(path, lambda tmp: Image.fromarray(grid).save(tmp))
 
 
 def strip_image(path: str, columns: Sequence[np.ndarray], scale: int = 1) -> str:

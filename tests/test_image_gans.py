@@ -264,6 +264,13 @@ BAD_INPUTS = {
   "gray_data_rgb_model": (["--channels=3"], "8x8x1 images (grayscale) but the model is 8x8x3 (RGB): set --channels=1"),
   "empty_folder": (["--dataset={empty}"], "has no .png/.jpg/.jpeg images"),
   "mixed_folder": (["--dataset={mixed}"], "mixes image sizes: a.png is 4x4 but b.png is 4x5"),
+  # Data fails before training, with the file named (a truncated PNG used to crash mid-training, and every resume).
+  "truncated_png": (["--dataset={truncated}"], "cannot decode image {truncated}/b.png (image file is truncated"),
+  "text_named_png": (["--dataset={text}"], "cannot decode image {text}/b.png (cannot identify image file"),
+  "npz_negative_label": (["--dataset={base}/negative.npz"], "label -1 is outside [0, 3): labels must be the class ids"),
+  "npz_huge_label": (["--dataset={base}/huge.npz"], "a label is 1000000000, which would make 1000000001 classes"),
+  "npz_object_array": (["--dataset={base}/objects.npz"], "cannot be read (Object arrays cannot be loaded"),
+  "npz_not_an_archive": (["--dataset={base}/text.npz"], "cannot be read (not an .npz archive)"),
 }
 
 
@@ -275,6 +282,9 @@ def _snapshot(directory):
   )
 
 
+programs_base = []  # the fixture's folder, for the expected messages that name files
+
+
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
   """Starts experiments/dcgan.py once on good input and once per bad input; yields a result getter."""
@@ -283,6 +293,18 @@ def programs(tmp_path_factory):
   (base / "mixed").mkdir()
   Image.fromarray(np.zeros((4, 4), np.uint8)).save(base / "mixed" / "a.png")
   Image.fromarray(np.zeros((4, 5), np.uint8)).save(base / "mixed" / "b.png")
+  for folder in ("truncated", "text"):
+    (base / folder).mkdir()
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(base / folder / "a.png")
+  noise = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+  Image.fromarray(noise).save(base / "truncated" / "b.png")
+  os.truncate(base / "truncated" / "b.png", os.path.getsize(base / "truncated" / "b.png") // 2)
+  (base / "text" / "b.png").write_text("not an image")
+  images = np.zeros((4, 8, 8), np.uint8)
+  np.savez(base / "negative.npz", images=images, labels=np.array([0, 1, -1, 2]))
+  np.savez(base / "huge.npz", images=images, labels=np.array([0, 1, 10**9, 2]))
+  np.savez(base / "objects.npz", images=np.array([np.zeros((8, 8)), np.zeros((4, 4))], dtype=object))
+  (base / "text.npz").write_text("not an archive")
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   started = {}
 
@@ -302,7 +324,11 @@ def programs(tmp_path_factory):
     workdir = base / f"w_{case}"
     workdir.mkdir()
     (workdir / "keep.txt").write_text("an existing run")
-    start(case, [a.format(empty=base / "empty", mixed=base / "mixed") for a in args] + ["--num_steps=2"], workdir)
+    paths = dict(
+      empty=base / "empty", mixed=base / "mixed", truncated=base / "truncated", text=base / "text", base=base
+    )
+    start(case, [a.format(**paths) for a in args] + ["--num_steps=2"], workdir)
+  programs_base.append(base)
   done = {}
 
   def result(case):
@@ -351,6 +377,8 @@ def test_dcgan_script_writes_figures_and_metrics(programs):
 def test_bad_input_fails_with_one_line(programs, case):
   run = programs(case)
   lines = [line for line in run["stderr"].splitlines() if line.strip()]
+  base = programs_base[0]
+  expected = BAD_INPUTS[case][1].format(truncated=base / "truncated", text=base / "text")
   assert run["code"] != 0
-  assert len(lines) == 1 and lines[0].startswith("error: ") and BAD_INPUTS[case][1] in lines[0], run["stderr"]
+  assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], run["stderr"]
   assert run["after"] == run["before"]

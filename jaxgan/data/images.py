@@ -58,6 +58,7 @@ from jaxgan.data.sources import (
   Preset,
   TFDSSource,
   first_line,
+  read_npz,
 )
 
 __all__ = [
@@ -128,13 +129,8 @@ def make_source(
   if name.startswith(stacked.STACKED_PREFIX) and not is_file_source:  # Stacked MNIST and friends.
     return _stacked_source(name, split, data_dir, **kwargs)
   if is_file_source and name.endswith(".npz"):
-    if not os.path.isfile(name):
-      raise DataError(f"npz file {name} does not exist")
-    with np.load(name) as z:
-      if "images" not in z:
-        raise DataError(f"npz file {name} has no 'images' array (has: {', '.join(z)})")
-      labels = z["labels"] if "labels" in z else None
-      return ArraySource(name, z["images"], labels, **kwargs)
+    arrays = read_npz(name, ("images",), ("labels",))
+    return ArraySource(name, arrays["images"], arrays.get("labels"), **kwargs)
   if is_file_source:
     return ImageFolderSource(name, **kwargs)
   return TFDSSource(preset.tfds_name, split, data_dir, **kwargs)

@@ -41,6 +41,7 @@ from PIL import Image
 
 from jaxgan.data import images as images_lib
 from jaxgan.data.images import DataError
+from jaxgan.data.sources import read_npz
 
 __all__ = [
   "DIGIT_EDGES",
@@ -232,12 +233,8 @@ def make_paired_source(
   if name.endswith(".npz"):
     if split != "train":
       raise DataError(f"{name}: an .npz file has a single split 'train', got {split!r}")
-    if not os.path.isfile(name):
-      raise DataError(f"npz file {name} does not exist")
-    with np.load(name) as z:
-      if "a" not in z or "b" not in z:
-        raise DataError(f"npz file {name} needs arrays 'a' and 'b' (has: {', '.join(z)})")
-      a, b = z["a"], z["b"]
+    arrays = read_npz(name, ("a", "b"))
+    a, b = arrays["a"], arrays["b"]
     a, b = (b, a) if direction == "BtoA" else (a, b)
     return PairedArraySource(name, a, b)
   if os.path.isdir(name):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,53 @@ def _center_crop(image: np.ndarray, ch: int, cw: int) -> np.ndarray:
   return image[top : top + ch, left : left + cw]
 
 
+MAX_INFERRED_CLASSES = 65536
+
+
+def check_labels(name: str, labels: np.ndarray, num_classes: int | None) -> int:
+  """The number of classes of ``labels``, after checking they lie in [0, num_classes) (one `DataError` if not).
+
+  Without ``num_classes`` it is max(labels) + 1, at most `MAX_INFERRED_CLASSES`
+  (a stray huge label would otherwise make every per-class count allocate it).
+  """
+  low, high = int(labels.min()), int(labels.max())
+  if num_classes is None:
+    if high + 1 > MAX_INFERRED_CLASSES:
+      raise DataError(
+        f"{name}: a label is {high}, which would make {high + 1} classes: labels must be the class ids 0 .. K-1"
+      )
+    num_classes = high + 1
+  if low < 0 or high >= num_classes:
+    bad = low if low < 0 else high
+    raise DataError(f"{name}: label {bad} is outside [0, {num_classes}): labels must be the class ids 0 .. K-1")
+  return num_classes
+
+
+def read_npz(path: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+  """The arrays ``required`` (and those of ``optional`` present) of the ``.npz`` at ``path``, read without pickles.
+
+  A missing or unreadable file, object arrays, a file that is not an ``.npz``
+  and missing arrays are one `DataError` each, naming the file.
+  """
+  if not os.path.isfile(path):
+    raise DataError(f"npz file {path} does not exist")
+  hint = "save plain numeric arrays with numpy.savez (no object arrays, no pickles)"
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      names = list(z.files) if hasattr(z, "files") else []
+      if not hasattr(z, "files"):
+        raise ValueError("it holds a single array, not named arrays")
+      missing = [k for k in required if k not in names]
+      if missing:
+        raise DataError(f"npz file {path} has no {missing[0]!r} array (has: {', '.join(names) or 'none'})")
+      return {k: np.asarray(z[k]) for k in (*required, *optional) if k in names}
+  except DataError:
+    raise
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    reason = "not an .npz archive" if "pickled" in str(e) else first_line(e)
+    raise DataError(f"npz file {path} cannot be read ({reason}): {hint}") from None
+
+
 class ArraySource(ImageSource):
   """In-memory uint8 images (N, H, W, C) or (N, H, W), optional int labels (N,)."""
 
@@ -174,8 +222,7 @@ class ArraySource(ImageSource):
       labels = np.asarray(labels)
       if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{name}: labels must be integers shaped ({len(images)},), got {labels.dtype} {labels.shape}")
-      if num_classes is None:
-        num_classes = int(labels.max()) + 1
+      num_classes = check_labels(name, labels, num_classes)
     self._images, self._labels = images, labels
     super().__init__(name, images.shape[1:], num_classes if labels is not None else None, **kwargs)
 
@@ -211,10 +258,14 @@ class ImageFolderSource(ImageSource):
         f"image folder {root} has no {'/'.join(_IMAGE_SUFFIXES)} images (directly or in class subfolders)"
       )
     sizes, gray = {}, True
-    for path in files:
-      with Image.open(path) as im:
-        sizes.setdefault(im.size, path)
-        gray &= im.mode in ("1", "L", "LA")
+    for path in files:  # every file decoded once now: a bad one fails here, named, not mid-training
+      try:
+        with Image.open(path) as im:
+          im.load()
+          sizes.setdefault(im.size, path)
+          gray &= im.mode in ("1", "L", "LA")
+      except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot decode image {path} ({first_line(e)}): remove or replace the file") from None
     if len(sizes) > 1:
       (s0, p0), (s1, p1) = list(sizes.items())[:2]
       raise DataError(

@@ -44,8 +44,11 @@ environment variable ``JAXGAN_INCEPTION_WEIGHTS`` to a local file:
 
   (:func:`flatten_variables` / :func:`save_inception_weights` produce exactly this
   from a variables dict, and :func:`expected_weight_shapes` lists all keys.)
-* ``.pkl``: a pickled dict, either that same flat mapping or the nested flax
-  variables ``{'params': ..., 'batch_stats': ...}``.
+
+Only ``.npz`` files are read, with ``allow_pickle=False``: a weight file is
+data, and unpickling a user-supplied file would run whatever code it holds.
+A ``.pkl`` / ``.pth`` (or any other) file is refused unread; convert it once,
+where you trust it, with the snippet below.
 
 Module names equal the torchvision / pytorch-fid names, so converting the
 pytorch-fid checkpoint ``pt_inception-2015-12-05-6726825d.pth`` is mechanical
@@ -77,7 +80,7 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -339,7 +342,7 @@ def expected_weight_shapes() -> dict[str, tuple[int, ...]]:
 def _missing_weights_error(detail: str) -> FileNotFoundError:
   return FileNotFoundError(
     f"Inception FID weights not found ({detail}): pass weights_path= or set {ENV_VAR} to a "
-    f"local .npz/.pkl of the FID InceptionV3 (pt_inception-2015-12-05) flax variables "
+    f"local .npz of the FID InceptionV3 (pt_inception-2015-12-05) flax variables "
     f"- see jaxgan/metrics/inception.py for the layout and the conversion snippet; "
     f"nothing is ever downloaded."
   )
@@ -348,9 +351,14 @@ def _missing_weights_error(detail: str) -> FileNotFoundError:
 def load_inception_weights(weights_path: str | os.PathLike | None = None) -> dict:
   """Load and validate the FID Inception variables from ``weights_path`` or ``$JAXGAN_INCEPTION_WEIGHTS``.
 
+  Only ``.npz`` files are read (``allow_pickle=False``): any other file, a
+  pickle above all, is refused without being opened, so a weight file can
+  never run code.
+
   Raises:
     FileNotFoundError: no path given/set, or the file does not exist.
-    ValueError: keys or shapes do not match :func:`expected_weight_shapes`.
+    ValueError: not an ``.npz`` file, an unreadable one, or keys or shapes
+      that do not match :func:`expected_weight_shapes`.
   """
   path = weights_path if weights_path is not None else os.environ.get(ENV_VAR)
   if not path:
@@ -358,15 +366,16 @@ def load_inception_weights(weights_path: str | os.PathLike | None = None) -> dic
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise _missing_weights_error(f"no file at {path!r}")
-  if path.endswith(".npz"):
+  if not path.endswith(".npz"):
+    raise ValueError(
+      f"{path}: not an .npz file; weights are read only from .npz (a pickle could run code): convert it with "
+      "numpy.savez (see jaxgan/metrics/inception.py for the snippet)"
+    )
+  try:
     with np.load(path, allow_pickle=False) as f:
       flat = {k: np.asarray(f[k]) for k in f.files}
-  else:
-    with open(path, "rb") as f:
-      obj = pickle.load(f)
-    if not isinstance(obj, Mapping):
-      raise ValueError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
-    flat = dict(obj) if all(isinstance(k, str) and "/" in k for k in obj) else flatten_variables(obj)
+  except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    raise ValueError(f"{path}: not a readable .npz of arrays ({type(e).__name__}: {e})") from None
   expected = expected_weight_shapes()
   missing = sorted(set(expected) - set(flat))
   extra = sorted(set(flat) - set(expected))
