@@ -26,8 +26,9 @@ metrics have no ``finite`` is refused at its first iteration
   offending metrics written to ``nonfinite_metrics.json``. With
   ``skip_nonfinite`` the step functions drop such updates instead; the trainer
   then counts them (``skipped_nonfinite`` in metrics.jsonl, one warning per
-  log) and stops with one line when more than ``max_skipped_fraction`` of a
-  log window's iterations were dropped (training is then not progressing);
+  log) and stops with one line when more than ``max_skipped_fraction`` of the
+  last max(log_every, 10) iterations were dropped (training is then not
+  progressing);
 * storage: a full disk or an unwritable file ends the run with one
   `StorageError` / `CheckpointError` line; older checkpoints stay readable;
 * one writer per workdir: `WorkdirLock`, an exclusive lock on
@@ -68,6 +69,7 @@ metrics have no ``finite`` is refused at its first iteration
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import fcntl
@@ -169,14 +171,23 @@ class WorkdirLock:
       ) from None
     self._previous = os.pread(fd, 1 << 16, 0)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    self._write(fd, json.dumps(info).encode())
+    try:
+      self._write(fd, json.dumps(info).encode())
+    except OSError:  # a full disk: put the old bytes back, let go, and let the caller report it
+      try:
+        self._write(fd, self._previous)
+      except OSError:
+        pass
+      fcntl.flock(fd, fcntl.LOCK_UN)
+      os.close(fd)
+      raise
     self._fd = fd
     return self
 
   @staticmethod
   def _write(fd: int, data: bytes) -> None:
-    os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
 
   def release(self) -> None:
     if self._fd is not None:
@@ -660,6 +671,8 @@ def _fit(
   # ---------------------------------------------------------------- loop
   writer = None
   pending: list[tuple[int, dict]] = []
+  # --skip_nonfinite: the last iterations' "dropped" flags, judged over at least 10 iterations.
+  recent: collections.deque[bool] = collections.deque(maxlen=max(config.log_every, 10))
   t_last, step_last = time.perf_counter(), start_step
   t_start = t_last
 
@@ -716,14 +729,16 @@ def _fit(
         "%s: dropped NaN/Inf updates in %d iteration(s) %s (--skip_nonfinite)", name, len(skipped), skipped
       )
     writer.write(record)
-    if skipped and len(skipped) > config.max_skipped_fraction * len(steps_done):
+    recent.extend(s in skipped for s in steps_done)
+    judged = len(recent) == recent.maxlen or step == config.num_steps
+    if skipped and judged and sum(recent) > config.max_skipped_fraction * len(recent):
       where = (
         f"the last good checkpoint is step {last_good_checkpoint}"
         if last_good_checkpoint is not None
         else "no checkpoint was written"
       )
       raise NonFiniteError(
-        f"{len(skipped)} of the {len(steps_done)} iterations up to {step} had NaN/Inf updates, all dropped by "
+        f"{sum(recent)} of the last {len(recent)} iterations up to {step} had NaN/Inf updates, all dropped by "
         f"--skip_nonfinite: training is not progressing; {where}. Lower the learning rate or fix the input"
       )
     shown = " ".join(f"{k} {means[k]:.4g}" for k in ("d_loss", "g_loss") if k in means)

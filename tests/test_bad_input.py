@@ -12,9 +12,11 @@ permission they are skipped and the in-process ENOSPC test stands in.
 
 import concurrent.futures
 import errno
+import json
 import os
 import shutil
 import subprocess
+import sys
 from unittest import mock
 
 import pytest
@@ -223,3 +225,90 @@ def test_enospc_inside_orbax_save_is_a_checkpoint_error_in_process(tmp_path):
       ckpt.save(2, state, {"model_signature": "m", "step": 2})
   assert ckpt.all_steps() == [1]
   ckpt.close()
+
+
+def test_disk_fills_after_the_last_checkpoint(template, tmpfs):
+  """The run is complete (step 40 saved) and the disk fills: the figures and reports written after
+  training fail with one line, no temporary file is left, and the checkpoints are as they were."""
+  mnt = tmpfs("16m")
+  workdir = mnt / "run"
+  shutil.copytree(template, workdir)
+  _fill(str(mnt), 16 * 1024)
+  checkpoints = h.snapshot(str(workdir / "checkpoints"))
+  proc = h.run_wgan(_command(workdir, [], mnt), check=False)
+  errors = h.error_lines(proc.stderr)
+  assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert "no space left on device" in errors[0] and "could not write" in errors[0]
+  leftovers = [os.path.join(r, n) for r, _, ns in os.walk(workdir) for n in ns if ".tmp" in n]
+  assert not leftovers, leftovers
+  assert h.snapshot(str(workdir / "checkpoints")) == checkpoints
+  print(f"\ndisk full after the last checkpoint: {errors[0]}")
+
+
+PAYLOAD = """
+import os, pickle, sys
+
+
+class Payload:
+  def __reduce__(self):
+    return (os.system, ("touch " + sys.argv[2],))
+
+
+with open(sys.argv[1], "wb") as f:
+  pickle.dump(Payload(), f)
+"""
+
+
+def test_a_pickle_payload_as_inception_weights_never_runs(tmp_path, template):
+  """--inception_weights (and $JAXGAN_INCEPTION_WEIGHTS) read .npz only: a pickle is refused unread."""
+  from jaxgan.metrics import inception
+
+  marker = tmp_path / "payload_ran"
+  for name in ("weights.pth", "weights.pkl", "weights.npz"):
+    path = tmp_path / name
+    subprocess.run([sys.executable, "-c", PAYLOAD, str(path), str(marker)], check=True)
+    with pytest.raises(ValueError, match="not an .npz file|not a readable .npz"):
+      inception.load_inception_weights(str(path))
+    assert not marker.exists()
+  workdir = tmp_path / "run"
+  shutil.copytree(template, workdir)
+  before = h.snapshot(str(workdir))
+  evaluate = os.path.join(h.ROOT, "experiments", "evaluate.py")
+  for extra_args, extra_env in (
+    ([f"--inception_weights={tmp_path / 'weights.pth'}"], {}),
+    ([], {"JAXGAN_INCEPTION_WEIGHTS": str(tmp_path / "weights.pkl")}),
+  ):
+    proc = subprocess.run(
+      [sys.executable, evaluate, f"--workdir={workdir}", "--metrics=fid", *extra_args],
+      capture_output=True,
+      text=True,
+      env=h.env(**extra_env),
+      cwd=h.ROOT,
+      timeout=300,
+    )
+    errors = h.error_lines(proc.stderr)
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-2000:]
+    assert not marker.exists()
+  assert h.snapshot(str(workdir)) == before
+
+
+def test_flags_json_without_a_key_is_one_line(tmp_path, template):
+  workdir = tmp_path / "run"
+  shutil.copytree(template, workdir)
+  flags_path = workdir / "flags.json"
+  cfg = json.loads(flags_path.read_text())
+  del cfg["width"]
+  flags_path.write_text(json.dumps(cfg))
+  before = h.snapshot(str(workdir))
+  proc = subprocess.run(
+    [sys.executable, os.path.join(h.ROOT, "experiments", "evaluate.py"), f"--workdir={workdir}"],
+    capture_output=True,
+    text=True,
+    env=h.env(),
+    cwd=h.ROOT,
+    timeout=300,
+  )
+  errors = h.error_lines(proc.stderr)
+  assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-2000:]
+  assert "have no 'width'" in errors[0] and "rerun the training command" in errors[0]
+  assert h.snapshot(str(workdir)) == before

@@ -121,3 +121,47 @@ def test_skip_nonfinite_drops_the_update_and_training_continues(tmp_path):
   assert all(np.isfinite(r["d_loss"]) for r in records if r["step"] != BAD_ITERATION)
   assert "d_loss" not in records[BAD_ITERATION - 1]  # every update of that window was dropped
   assert not os.path.exists(tmp_path / "nonfinite_metrics.json")
+
+
+class AllNaN:
+  """Every batch NaN: every update is non-finite."""
+
+  def __init__(self, inner):
+    self._inner = inner
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self._inner)
+    return {"x": np.full_like(np.asarray(batch["x"]), np.nan)}
+
+  def get_state(self):
+    return self._inner.get_state()
+
+  def set_state(self, state):
+    self._inner.set_state(state)
+
+
+def test_skip_nonfinite_stops_when_a_window_is_mostly_dropped(tmp_path):
+  """--skip_nonfinite with every update non-finite: one error, not an untrained model saved and reported."""
+  config = gan.Config(
+    loss="wasserstein", n_critic=2, latent_dim=2, penalties=(regularizers.wgan_gp(0.1),), skip_nonfinite=True
+  )
+  state = create_gan_state(
+    seed=0,
+    generator=ToyGenerator(hidden=8, depth=1),
+    discriminator=ToyCritic(hidden=8, depth=1),
+    g_tx=optax.adam(1e-3),
+    d_tx=optax.adam(1e-3),
+    latent_dim=2,
+    data_shape=(2,),
+  )
+  step = parallel.compile_step(functools.partial(gan.train_step, config=config), mesh=parallel.make_data_mesh(1))
+  data = AllNaN(toy.MixtureIterator(toy.ring8(), 32, seed=0, n_critic=2))
+  tconfig = trainer.TrainerConfig(
+    workdir=str(tmp_path), num_steps=30, log_every=5, checkpoint_every=20, skip_nonfinite=True
+  )
+  with pytest.raises(NonFiniteError, match=r"10 of the last 10 iterations up to 10 had NaN/Inf.*not progressing"):
+    trainer.fit(name="all_nan", state=state, train_step=step, data=data, config=tconfig)
+  assert not os.path.exists(tmp_path / "checkpoints" / "20")  # nothing saved from a run that did not train
