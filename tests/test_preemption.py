@@ -201,3 +201,38 @@ def test_a_renamed_step_directory_is_refused_and_kept(reference, tmp_path):
   assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-2000:]
   assert "holds step 40, not 400 (it was renamed or copied)" in errors[0] and "nothing was changed" in errors[0]
   assert h.snapshot(str(workdir)) == before
+
+
+def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both(tmp_path):
+  """Multi-process: SIGTERM reaches one process (a scheduler preempting one host); JAX's preemption
+  synchronisation makes both processes stop at the same step and save it together."""
+  workdir = tmp_path / "run"
+  address = f"127.0.0.1:{h.free_port()}"
+  procs = [
+    subprocess.Popen(
+      [sys.executable, h.WGAN, *ARGS, "--num_steps=200", f"--workdir={workdir}", f"--coordinator_address={address}"]
+      + ["--num_processes=2", f"--process_id={i}"],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=h.env(**SLOW_SAVE),
+      cwd=h.ROOT,
+    )
+    for i in (0, 1)
+  ]
+  try:
+    _wait_for(procs[0], lambda: len(h.metrics(str(workdir))) >= 2 if (workdir / "metrics.jsonl").exists() else False)
+    procs[0].send_signal(signal.SIGTERM)
+    results = [p.communicate(timeout=240) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  lines = [h.error_lines(err) for _, err in results]
+  assert [p.returncode for p in procs] == [143, 143], [err[-2000:] for _, err in results]
+  steps = {int(errs[0].split(" at step ")[1].split(";")[0]) for errs in lines}
+  assert len(steps) == 1, lines
+  (step,) = steps
+  saved = h.restore_all(str(workdir))
+  assert max(saved) == step and saved[step][1]["data_states"] == [{"position": step}, {"position": step}]
