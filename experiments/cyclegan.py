@@ -14,27 +14,27 @@ held-out cycle-reconstruction errors mean |F(G(a)) - a| and mean |G(F(b)) - b|
 (on [-1, 1]). For ``digits_edges``, whose test images are paired, it also
 reports the L1 between G(a) and the true outline of a, next to the identity map's.
 ``--mode=translate`` runs the newest checkpoint over --input_dir
-(--translate_direction AtoB or BtoA) and writes the outputs to --output_dir.
+(--direction AtoB or BtoA) and writes the outputs to --output_dir.
 """
 
 from __future__ import annotations
 
 import os
 
+import flag_groups
 import jax
 import launch
 import numpy as np
 import translation
 from absl import flags, logging
 
-from jaxgan import evaluation, losses, recipes, sampling, storage, trainer, viz
+from jaxgan import evaluation, recipes, sampling, storage, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.data import paired
 from jaxgan.errors import ConfigError
 from jaxgan.families import cyclegan
 
 launch.define_common_flags(default_steps=200000, default_batch=1)
-translation.define_flags(num_strip=6, flip_help="Random left-right mirroring.", eval_what="images per domain")
 flags.DEFINE_string(
   "dataset",
   paired.DIGIT_EDGES,
@@ -42,16 +42,25 @@ flags.DEFINE_string(
   "trainA/trainB (and testA/testB) subfolders.",
 )
 flags.DEFINE_string("data_dir", None, "TFDS data directory (never downloaded into).")
-flags.DEFINE_bool("evaluate", True, "Use the test split for the strips and the final cycle errors.")
+flags.DEFINE_string("split", "train", "Training split (a folder: the trainA/trainB subfolders of 'train').")
+flags.DEFINE_string("eval_split", "test", "Held-out split for the strips and the final cycle errors ('' for none).")
 flags.DEFINE_integer("image_size", 256, "Image side (divisible by 4).", lower_bound=4)
 flags.DEFINE_integer("channels", 0, "Channels of both domains (0: native).", lower_bound=0, upper_bound=3)
-flags.DEFINE_integer("base_features", 64, "Generator channels of c7s1 (doubled by each down-sampling).", lower_bound=1)
+flag_groups.model_size(
+  widths_help="(one number: the channel count of the generator's c7s1 block / the first PatchGAN block, doubled by "
+  "each down-sampling; default 64)"
+)
 flags.DEFINE_integer("num_blocks", 9, "Residual blocks (the paper: 6 at 128 px, 9 at 256 px).", lower_bound=0)
-flags.DEFINE_enum("loss", "least_squares", sorted(losses.LOSSES), "Adversarial loss (the paper: least squares).")
-flags.DEFINE_float("lambda_cycle", 10.0, "Cycle-loss weight lambda (both directions).", lower_bound=0.0)
-flags.DEFINE_float("lambda_identity", 0.5, "Identity-loss weight, relative to lambda (0: off).", lower_bound=0.0)
+flag_groups.optimizer(lr=2e-4, b1=0.5, b2=0.999, clipping=False)
+flag_groups.adversarial(loss="least_squares", steps=False, penalties=False, label=False)
+flags.DEFINE_float("cycle_weight", 10.0, "Cycle-loss weight lambda (both directions).", lower_bound=0.0)
+flags.DEFINE_float("identity_weight", 0.5, "Identity-loss weight, relative to lambda (0: off).", lower_bound=0.0)
 flags.DEFINE_integer("pool_size", 50, "History pool of generated images per direction (0: off).", lower_bound=0)
-flags.DEFINE_enum("translate_direction", "AtoB", ["AtoB", "BtoA"], "translate: G (AtoB) or F (BtoA).")
+flag_groups.evaluation(
+  eval_samples=1000, grid_size=6, classifier=False, periodic=False, what="held-out images per domain (at most)",
+  grid_help="Held-out images per domain in the sample strips.",
+)  # fmt: skip
+flag_groups.translation(flip_help="Random left-right mirroring.")
 
 FLAGS = flags.FLAGS
 NAME = "cyclegan"
@@ -67,15 +76,15 @@ def translate_mode():
     raise ConfigError("--input_dir is required with --mode=translate")
   run = translation.load_for_translation(FLAGS.workdir, NAME)
   source_a, source_b = run.setup.info["sources"]
-  shape = (source_a if FLAGS.translate_direction == "AtoB" else source_b).images_shape
+  shape = (source_a if FLAGS.direction == "AtoB" else source_b).images_shape
   names, images = paired.load_image_files(FLAGS.input_dir, shape[0], shape[-1])
   translation.check_outputs(FLAGS.output_dir, names)
   out = sampling.batched(
-    lambda x: _translate(run.state, x, FLAGS.translate_direction), images_lib.to_float(images), FLAGS.eval_batch
+    lambda x: _translate(run.state, x, FLAGS.direction), images_lib.to_float(images), FLAGS.eval_batch
   )
   paths = translation.write_translations(FLAGS.output_dir, names, out)
   print(
-    f"translated {len(paths)} images {FLAGS.translate_direction} with the step-{run.step} "
+    f"translated {len(paths)} images {FLAGS.direction} with the step-{run.step} "
     f"generators into {os.path.abspath(FLAGS.output_dir)}"
   )
 
@@ -86,10 +95,10 @@ def main(argv):
     return translate_mode()
   setup = recipes.setup(launch.resolved_flags(), experiment=NAME)
   test_a, test_b = setup.info["test_sources"]
-  evaluator = evaluation.TranslationEvaluator(setup, num_fake=FLAGS.num_eval, batch_size=FLAGS.eval_batch)
+  evaluator = evaluation.TranslationEvaluator(setup, num_fake=FLAGS.eval_samples, batch_size=FLAGS.eval_batch)
   workdir = os.path.abspath(FLAGS.workdir)
-  strip_a = images_lib.to_float(uint8_arrays(test_a, FLAGS.num_strip))
-  strip_b = images_lib.to_float(uint8_arrays(test_b, FLAGS.num_strip))
+  strip_a = images_lib.to_float(uint8_arrays(test_a, FLAGS.grid_size))
+  strip_b = images_lib.to_float(uint8_arrays(test_b, FLAGS.grid_size))
 
   def sample_hook(st, step):
     fake_b = np.asarray(_translate(st, strip_a, "AtoB"))
@@ -114,7 +123,7 @@ def main(argv):
     "dataset": FLAGS.dataset,
     "step": int(state.step),
     "seed": FLAGS.seed,
-    "eval_split": "test" if FLAGS.evaluate else "train",
+    "eval_split": FLAGS.eval_split or FLAGS.split,
     "num_eval_a": len(evaluator.a),
     "num_eval_b": len(evaluator.b),
     **{name: value for name, (value, _) in scores.items()},

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 
+import flag_groups
 import jax
 import launch
-from absl import flags, logging
+from absl import logging
 
-from jaxgan import evaluation, losses, recipes, storage
+from jaxgan import evaluation, recipes, storage
 from jaxgan.errors import ConfigError
-from jaxgan.families import gan
 from jaxgan.recipes import images as image_recipe
 
 EVAL_FILE = "eval.json"
@@ -28,72 +28,21 @@ EVAL_FILE = "eval.json"
 def define_flags(*, generator: str, discriminator: str, default_steps: int, default_batch: int) -> None:
   """Defines the flags of experiments/gan.py and experiments/dcgan.py (with their defaults)."""
   launch.define_common_flags(default_steps=default_steps, default_batch=default_batch)
-  flags.DEFINE_string(
-    "dataset",
-    "digits",
-    "digits (offline, 8x8), mnist, fashion_mnist, cifar10, svhn_cropped, celeb_a "
-    "(64x64), any TFDS image dataset name, a .npz file or an image folder.",
+  flag_groups.image_data()
+  flag_groups.model_size(
+    image_recipe.GENERATORS,
+    image_recipe.DISCRIMINATORS,
+    generator,
+    discriminator,
+    g_help="; ".join(f"{k}: {v[1]}" for k, v in image_recipe.G_WIDTHS.items()),
+    d_help="; ".join(f"{k}: {v[1]}" for k, v in image_recipe.D_WIDTHS.items()),
   )
-  flags.DEFINE_string("data_dir", None, "TFDS data directory holding the prepared dataset (never downloaded into).")
-  flags.DEFINE_string("split", "train", "Split to train on.")
-  flags.DEFINE_integer("image_size", 0, "Model image height = width (0: the data's).", lower_bound=0)
-  flags.DEFINE_integer("channels", 0, "Model image channels, 1 or 3 (0: the data's).", lower_bound=0)
-  flags.DEFINE_bool(
-    "convert_data",
-    False,
-    "Resize / convert the data's channels to --image_size and --channels instead of stopping when they differ.",
+  flag_groups.optimizer(lr=2e-4, b1=0.5, b2=0.999)
+  flag_groups.adversarial(loss="non_saturating", n_critic=1)
+  flag_groups.latent(latent_dim=100)
+  flag_groups.evaluation(
+    eval_samples=1000, grid_size=10, what="generated and real images of the histogram and evaluation", min_samples=10
   )
-  flags.DEFINE_enum("generator", generator, sorted(image_recipe.GENERATORS), "Generator (registry name).")
-  flags.DEFINE_enum(
-    "discriminator", discriminator, sorted(image_recipe.DISCRIMINATORS), "Discriminator (registry name)."
-  )
-  flags.DEFINE_list(
-    "g_widths",
-    [],
-    "Generator widths (empty: the model's defaults): "
-    + "; ".join(f"{k}: {v[1]}" for k, v in image_recipe.G_WIDTHS.items()),
-  )
-  flags.DEFINE_list(
-    "d_widths",
-    [],
-    "Discriminator widths (empty: the model's defaults): "
-    + "; ".join(f"{k}: {v[1]}" for k, v in image_recipe.D_WIDTHS.items()),
-  )
-  flags.DEFINE_enum("loss", "non_saturating", sorted(losses.LOSSES), "Adversarial loss.")
-  flags.DEFINE_float("real_label", 1.0, "Target of real samples; 0.9 is one-sided label smoothing.")
-  flags.DEFINE_integer("n_critic", 1, "D updates per iteration (k of Goodfellow et al.'s Algorithm 1).", lower_bound=1)
-  flags.DEFINE_integer("n_gen", 1, "G updates per iteration.", lower_bound=1)
-  flags.DEFINE_enum("latent_dist", "normal", list(gan.LATENT_DISTRIBUTIONS), "z ~ N(0, I) or U(-1, 1)^d.")
-  flags.DEFINE_integer("latent_dim", 100, "Size of z.", lower_bound=1)
-  flags.DEFINE_float(
-    "ema_decay",
-    0.0,
-    "Generator EMA decay (0: off); figures and evaluation use the EMA.",
-    lower_bound=0.0,
-    upper_bound=0.999999,
-  )
-  flags.DEFINE_float("lr", 2e-4, "Adam learning rate (both networks unless --d_lr).", lower_bound=0.0)
-  flags.DEFINE_float("d_lr", 0.0, "Discriminator learning rate (0: --lr).", lower_bound=0.0)
-  flags.DEFINE_float("b1", 0.5, "Adam beta1.")
-  flags.DEFINE_float("b2", 0.999, "Adam beta2.")
-  flags.DEFINE_enum(
-    "lr_schedule",
-    "constant",
-    ["constant", "linear_decay", "cosine"],
-    "Learning-rate schedule over each network's updates.",
-  )
-  flags.DEFINE_float(
-    "decay_start",
-    0.0,
-    "linear_decay / cosine: fraction of the run before the decay starts.",
-    lower_bound=0.0,
-    upper_bound=1.0,
-  )
-  flags.DEFINE_integer("grid_size", 10, "The sample grid is grid_size x grid_size images.", lower_bound=1)
-  flags.DEFINE_integer(
-    "eval_samples", 1000, "Generated and real images for the histogram and evaluation.", lower_bound=10
-  )
-  launch.define_eval_flags(classifier=True)
 
 
 def train(name: str, cfg: dict | None = None) -> dict:

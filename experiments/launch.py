@@ -49,11 +49,80 @@ def _fail(message: str, code: int) -> None:
   sys.exit(code)
 
 
+def expand_flagfiles(argv: list[str], _seen: tuple[str, ...] = ()) -> list[str]:
+  """``argv`` with every ``--flagfile=PATH`` replaced by the flags in that file, recursively.
+
+  A flag file holds one flag per line (blank lines and lines starting with
+  ``#`` or ``//`` are skipped, as absl does). A ``--flagfile=`` inside a file
+  is resolved against the working directory first and then against the
+  including file's own directory, so an overlay names its base beside it
+  (``--flagfile=wgan_gp_grid25.flags``) and works from any directory. Later
+  flags override earlier ones: the overlay's lines after the base win. A
+  missing file or a cycle is a `ConfigError`.
+  """
+  out, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    path = None
+    if arg.startswith(("--flagfile=", "-flagfile=")):
+      path = arg.split("=", 1)[1]
+    elif arg in ("--flagfile", "-flagfile") and i + 1 < len(argv):
+      path, i = argv[i + 1], i + 1
+    if path is None:
+      out.append(arg)
+    else:
+      out.extend(_read_flagfile(path, _seen))
+    i += 1
+  return out
+
+
+def _read_flagfile(path: str, seen: tuple[str, ...], including: str | None = None) -> list[str]:
+  candidates = [os.path.expanduser(path)]
+  if including is not None and not os.path.isabs(path):
+    candidates.append(os.path.join(os.path.dirname(including), path))
+  found = next((c for c in candidates if os.path.isfile(c)), None)
+  if found is None:
+    where = f" (named in {including})" if including else ""
+    raise ConfigError(f"flag file {path}{where} does not exist: check the path (relative paths start at {os.getcwd()})")
+  real = os.path.realpath(found)
+  if real in seen:
+    raise ConfigError(f"flag file {found} includes itself (through {' -> '.join(seen)})")
+  try:
+    with open(found) as f:
+      lines = [line.strip() for line in f]
+  except (OSError, UnicodeDecodeError) as e:
+    raise ConfigError(f"cannot read flag file {found}: {e}") from None
+  out = []
+  for line in lines:
+    if not line or line.startswith(("#", "//")):
+      continue
+    if line.startswith(("--flagfile=", "-flagfile=")):
+      out.extend(_read_flagfile(line.split("=", 1)[1], seen + (real,), including=found))
+    else:
+      out.append(line)
+  return out
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    argv = argv[:1] + expand_flagfiles(argv[1:])
+  except ConfigError as e:
+    _fail(str(e), 2)
+  _list_script_flags_in_help()
   try:
     return FLAGS(argv)
   except flags.Error as e:
     _fail(" ".join(str(e).split()).removeprefix("ERROR:: "), 2)
+
+
+def _list_script_flags_in_help() -> None:
+  """Makes every flag the script reads (its own, launch's, flag_groups' and its helpers') a key flag of the
+  entry point, so ``--help`` lists exactly those (``--helpfull`` adds absl's and the libraries')."""
+  main = sys.argv[0]
+  for module, module_flags in FLAGS.flags_by_module_dict().items():
+    if module != main and _is_script_module(module):
+      for f in module_flags:
+        FLAGS.register_key_flag_for_module(main, f)
 
 
 class _QuietOrbax(logging_std.Filter):
@@ -61,6 +130,17 @@ class _QuietOrbax(logging_std.Filter):
 
   def filter(self, record: logging_std.LogRecord) -> bool:
     return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
+
+
+class _AbsentBackends(logging_std.Filter):
+  """Drops jax's INFO line for each accelerator backend that is not installed (e.g. "Unable to initialize backend
+  'tpu'" on every CPU or GPU start); a backend that is installed but fails still logs a warning."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return record.levelno >= logging_std.WARNING or not record.getMessage().startswith("Unable to initialize backend")
+
+
+logging_std.getLogger("jax._src.xla_bridge").addFilter(_AbsentBackends())
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -86,15 +166,20 @@ def resolved_flags() -> dict:
   """Every flag defined by the entry point, by jaxgan or by a module beside the entry point, with its value."""
   out = {}
   for module, module_flags in FLAGS.flags_by_module_dict().items():
-    if (
-      module in ("__main__", sys.argv[0])
-      or module.startswith("jaxgan")
-      or module.endswith(".py")
-      or _beside_main_script(module)
-    ):
+    if _is_script_module(module):
       for f in module_flags:
         out[f.name] = f.value
   return out
+
+
+def _is_script_module(module: str) -> bool:
+  """Whether flags of ``module`` are the script's: the entry point, jaxgan, or a module beside the entry point."""
+  return (
+    module in ("__main__", sys.argv[0])
+    or module.startswith("jaxgan")
+    or module.endswith(".py")
+    or _beside_main_script(module)
+  )
 
 
 def _beside_main_script(module: str) -> bool:
@@ -128,6 +213,9 @@ def define_common_flags(default_steps: int, default_batch: int) -> None:
     "With --skip_nonfinite: stop when more than this fraction of a log window's iterations were dropped.",
     lower_bound=0.0,
     upper_bound=1.0,
+  )
+  flags.DEFINE_bool(
+    "tensorboard", True, "Write TensorBoard events to <workdir>/tensorboard (train/ and eval/ scalars, samples)."
   )
   flags.DEFINE_bool(
     "allow_flag_changes",
@@ -198,9 +286,8 @@ def _env_int(name: str) -> int | None:
 
 # Flags of the scripts that only change what is written or shown, never the training trajectory.
 OUTPUT_FLAGS = frozenset({
-  "eval_samples", "grid_size", "classifier_workdir", "best_metric", "eval_per_class", "grid_columns",
-  "num_eval", "eval_batch", "num_strip", "strip_scale", "mode", "input_dir", "output_dir", "translate_side",
-  "inference", "translate_direction", "evaluate", "eval_only", "eval_split",
+  "eval_samples", "grid_size", "classifier_workdir", "best_metric", "eval_batch", "strip_scale", "mode",
+  "input_dir", "output_dir", "translate_side", "inference", "eval_only", "eval_split", "tensorboard",
 })  # fmt: skip
 
 
@@ -208,7 +295,9 @@ def neutral_flags(cfg: dict) -> frozenset[str]:
   """The flags a resumed run may change: `jaxgan.trainer.NEUTRAL_FLAGS` and the output flags, but the run's length
   only when no learning-rate schedule is tied to it."""
   out = set(trainer.NEUTRAL_FLAGS) | OUTPUT_FLAGS
-  if cfg.get("lr_schedule", "constant") != "constant" or cfg.get("decay_steps"):
+  if cfg.get("experiment") == "cyclegan":
+    out.add("direction")  # CycleGAN trains both directions; --direction only picks the one --mode=translate runs
+  if cfg.get("lr_schedule", "constant") != "constant":
     out.discard("num_steps")  # the decay is spread over num_steps: a new length changes the schedule
   return frozenset(out)
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 
+import flag_groups
 import jax
 import launch
 import numpy as np
 import translation
 from absl import flags, logging
 
-from jaxgan import evaluation, losses, recipes, sampling, storage, trainer, viz
+from jaxgan import evaluation, recipes, sampling, storage, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.data import paired
 from jaxgan.errors import ConfigError
@@ -32,28 +33,32 @@ from jaxgan.families import pix2pix
 from jaxgan.models.pix2pix import NORMS
 
 launch.define_common_flags(default_steps=200000, default_batch=1)
-translation.define_flags(
-  num_strip=8, flip_help="Random left-right mirroring (same for input and target).", eval_what="pairs"
-)
 flags.DEFINE_string(
   "dataset",
   paired.DIGIT_EDGES,
   f"'{paired.DIGIT_EDGES}' (offline), a folder of side-by-side A|B images (with train/val "
   "subfolders or not), or an .npz with uint8 arrays 'a' and 'b'.",
 )
-flags.DEFINE_string("train_split", "train", "Training split (digits_edges: train; folder: a subfolder).")
+flags.DEFINE_string("split", "train", "Training split (digits_edges: train; folder: a subfolder).")
 flags.DEFINE_string("eval_split", "test", "Held-out split for the strips and the final L1 ('' for none).")
-flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"], "AtoB: A (left half) is the input; BtoA the reverse.")
 flags.DEFINE_integer("image_size", 256, "Image side (power of two; the U-Net depth is log2 of it).", lower_bound=4)
 flags.DEFINE_integer("channels", 0, "Channels for image folders (0: native).", lower_bound=0, upper_bound=3)
-flags.DEFINE_integer("base_features", 64, "U-Net channels of the first encoder block.", lower_bound=1)
+flag_groups.model_size(
+  widths_help="(one number: the channel count of the first U-Net encoder block / PatchGAN block; default 64)"
+)
 flags.DEFINE_integer("max_features", 512, "U-Net channel cap.", lower_bound=1)
 flags.DEFINE_enum("g_norm", "batch", list(NORMS), "U-Net normalisation.")
 flags.DEFINE_bool("innermost_norm", True, "Normalise the 1x1 bottleneck (set false for batch size 1).")
-flags.DEFINE_float("dropout_rate", 0.5, "Decoder dropout on the first three blocks.", lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_float("g_dropout", 0.5, "Decoder dropout on the first three blocks.", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_bool("skip_connections", True, "U-Net (true) or the paper's plain encoder-decoder (false).")
-flags.DEFINE_enum("loss", "non_saturating", sorted(losses.LOSSES), "Adversarial loss (the paper: BCE).")
+flag_groups.optimizer(lr=2e-4, b1=0.5, b2=0.999, clipping=False)
+flag_groups.adversarial(loss="non_saturating", steps=False, penalties=False, label=False)
 flags.DEFINE_float("l1_weight", 100.0, "lambda of the L1 term.", lower_bound=0.0)
+flag_groups.evaluation(
+  eval_samples=1000, grid_size=8, classifier=False, periodic=False, what="held-out pairs (at most)",
+  grid_help="Held-out pairs in the sample strips.",
+)  # fmt: skip
+flag_groups.translation(flip_help="Random left-right mirroring (same for input and target).")
 flags.DEFINE_enum(
   "translate_side",
   "full",
@@ -102,14 +107,14 @@ def main(argv):
   setup = recipes.setup(launch.resolved_flags(), experiment=NAME)
   source, held_out = setup.info["source"], setup.info["held_out"]
   evaluator = (
-    evaluation.TranslationEvaluator(setup, num_fake=FLAGS.num_eval, batch_size=FLAGS.eval_batch)
+    evaluation.TranslationEvaluator(setup, num_fake=FLAGS.eval_samples, batch_size=FLAGS.eval_batch)
     if held_out is not None
     else None
   )
   workdir = os.path.abspath(FLAGS.workdir)
   strip_source = held_out if held_out is not None else source
   strip_a, strip_b = (images_lib.to_float(x) for x in strip_source.arrays())
-  strip_a, strip_b = strip_a[: FLAGS.num_strip], strip_b[: FLAGS.num_strip]
+  strip_a, strip_b = strip_a[: FLAGS.grid_size], strip_b[: FLAGS.grid_size]
   run_eval = translate_fn("eval", FLAGS.seed)
 
   def sample_hook(st, step):
@@ -135,7 +140,7 @@ def main(argv):
     scores, floor = evaluator.scores(state), evaluator.floor()
     results.update(
       eval_split=FLAGS.eval_split,
-      num_eval=evaluator.n_fake,
+      eval_samples=evaluator.n_fake,
       l1_model_eval=scores["l1_eval"][0],
       l1_model_paper=scores["l1_paper"][0],
       l1_identity=floor["l1_eval"][0],
@@ -154,7 +159,7 @@ def main(argv):
   identity = results["l1_identity"]
   print(
     f"{NAME} {FLAGS.dataset} step {results['step']}: held-out L1 (mean |G(x) - y| on [-1, 1], "
-    f"{results['num_eval']} pairs) model {results['l1_model_eval']:.4f} (eval mode), "
+    f"{results['eval_samples']} pairs) model {results['l1_model_eval']:.4f} (eval mode), "
     f"{results['l1_model_paper']:.4f} (paper mode: dropout + batch statistics); identity map "
     f"{'n/a' if identity is None else f'{identity:.4f}'} ({wall:.0f} s in this process)"
   )

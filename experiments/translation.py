@@ -1,7 +1,7 @@
-"""What ``experiments/pix2pix.py`` and ``experiments/cyclegan.py`` share: their flags and the translate mode.
+"""What ``experiments/pix2pix.py`` and ``experiments/cyclegan.py`` share: the translate mode.
 
-* `define_flags`: the flags both programs share (mode, PatchGAN, Adam and its
-  decay, jitter, strips, evaluation and translation folders).
+(Their shared flags are `flag_groups.translation`.)
+
 * `require_checkpoint` / `load_for_translation`: the trained run of a
   workdir, rebuilt from its flags.json (`jaxgan.recipes.load_run`), for
   ``--mode=translate``.
@@ -15,41 +15,10 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from absl import flags
 from PIL import Image
 
-from jaxgan import augment, checkpoint, recipes, runs, trainer, viz
+from jaxgan import checkpoint, recipes, runs, trainer, viz
 from jaxgan.errors import CheckpointError, ConfigError
-from jaxgan.models.pix2pix import PATCH_SIZES
-
-
-def define_flags(*, num_strip: int, flip_help: str, eval_what: str) -> None:
-  """The flags pix2pix.py and cyclegan.py share: mode, PatchGAN, Adam and its decay, jitter, strips,
-  evaluation and translation folders. ``eval_what`` names what the evaluation counts (e.g. "pairs")."""
-  flags.DEFINE_enum("mode", "train", ["train", "translate"], "train, or translate --input_dir with the checkpoint.")
-  flags.DEFINE_enum("patch_size", "70", [str(p) for p in sorted(PATCH_SIZES)], "PatchGAN receptive field N.")
-  flags.DEFINE_integer("d_base_features", 64, "PatchGAN channels of the first block.", lower_bound=1)
-  flags.DEFINE_float("lr", 2e-4, "Adam learning rate of all networks.", lower_bound=0.0)
-  flags.DEFINE_float("b1", 0.5, "Adam beta1.")
-  flags.DEFINE_float("b2", 0.999, "Adam beta2.")
-  flags.DEFINE_integer(
-    "decay_steps", 0, "Linear decay of the lr to 0 over the last this many steps (0: constant).", lower_bound=0
-  )
-  flags.DEFINE_bool("jitter", True, "Random jitter: resize to --jitter_size and crop back, in the jitted step.")
-  flags.DEFINE_integer("jitter_size", 0, "Jitter resize side (0: 286/256 of --image_size).", lower_bound=0)
-  flags.DEFINE_enum(
-    "jitter_method",
-    "bilinear",
-    list(augment.JITTER_METHODS),
-    "Jitter resize interpolation (nearest keeps binary images crisp).",
-  )
-  flags.DEFINE_bool("flip", True, flip_help)
-  flags.DEFINE_integer("num_strip", num_strip, f"Held-out {eval_what} in the sample strips.", lower_bound=1)
-  flags.DEFINE_integer("strip_scale", 1, "Pixel repeat of the strips.", lower_bound=1)
-  flags.DEFINE_integer("num_eval", 1000, f"Held-out {eval_what} in the final errors (at most).", lower_bound=1)
-  flags.DEFINE_integer("eval_batch", 64, "Batch size of evaluation and translation.", lower_bound=1)
-  flags.DEFINE_string("input_dir", None, "translate: folder of input images.")
-  flags.DEFINE_string("output_dir", None, "translate: where outputs go (files are never overwritten).")
 
 
 def require_checkpoint(workdir: str) -> str:

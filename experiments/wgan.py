@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 
+import flag_groups
 import jax
 import launch
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import losses, recipes, sampling, storage, trainer, viz
+from jaxgan import recipes, sampling, storage, trainer, viz
 from jaxgan.data import toy
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
@@ -27,42 +28,13 @@ from jaxgan.recipes import toy as toy_recipe
 
 launch.define_common_flags(default_steps=20000, default_batch=256)
 flags.DEFINE_enum("dataset", "grid25", sorted(toy.MIXTURES), "2-D mixture to learn.")
-flags.DEFINE_enum("loss", "wasserstein", sorted(losses.LOSSES), "Adversarial loss.")
-flags.DEFINE_integer("n_critic", 5, "Critic updates per generator update.", lower_bound=1)
-flags.DEFINE_float("gp_weight", 0.0, "WGAN-GP lambda (0: no gradient penalty).", lower_bound=0.0)
-flags.DEFINE_float("clip_value", 0.0, "Critic weight clipping to [-c, c] (0: no clipping).", lower_bound=0.0)
-flags.DEFINE_enum("optimizer", "adam", ["adam", "rmsprop"], "Optimiser of both networks.")
-flags.DEFINE_float("lr", 1e-4, "Learning rate of both networks.", lower_bound=0.0)
-flags.DEFINE_float("b1", 0.5, "Adam beta1.")
-flags.DEFINE_float("b2", 0.9, "Adam beta2.")
-flags.DEFINE_enum(
-  "lr_schedule",
-  "constant",
-  ["constant", "linear_decay"],
-  "constant, or constant then linear decay to 0 (both networks).",
+flag_groups.model_size(widths_help="(hidden widths of the ReLU MLP, one per layer; empty: 512,512,512)")
+flag_groups.optimizer(lr=1e-4, b1=0.5, b2=0.9)
+flag_groups.adversarial(loss="wasserstein", n_critic=5)
+flag_groups.latent(latent_dim=2)
+flag_groups.evaluation(
+  eval_samples=modes.NUM_EVAL_SAMPLES, grid_size=None, classifier=False, periodic=False, what="points"
 )
-flags.DEFINE_float(
-  "decay_start",
-  0.0,
-  "With linear_decay: fraction of the run after which the decay starts.",
-  lower_bound=0.0,
-  upper_bound=1.0,
-)
-flags.DEFINE_integer("latent_dim", 2, "Size of z.", lower_bound=1)
-flags.DEFINE_enum("latent_dist", "normal", list(gan.LATENT_DISTRIBUTIONS), "Distribution of z.")
-flags.DEFINE_integer("width", 512, "Hidden units per layer of the critic (and of G unless --g_width).", lower_bound=1)
-flags.DEFINE_integer("depth", 3, "Hidden layers of the critic (and of G unless --g_depth).", lower_bound=1)
-flags.DEFINE_integer("g_width", 0, "Hidden units per generator layer (0: --width).", lower_bound=0)
-flags.DEFINE_integer("g_depth", 0, "Generator hidden layers (0: --depth).", lower_bound=0)
-flags.DEFINE_float(
-  "ema_decay",
-  0.0,
-  "Generator EMA decay (0: off); samples and metrics use the EMA.",
-  lower_bound=0.0,
-  upper_bound=0.999999,
-)
-flags.DEFINE_integer("pack", 1, "PacGAN packing degree: the critic judges this many samples jointly.", lower_bound=1)
-flags.DEFINE_integer("eval_samples", modes.NUM_EVAL_SAMPLES, "Samples for the mode metrics.", lower_bound=1)
 flags.DEFINE_integer(
   "num_seeds",
   1,

@@ -555,10 +555,11 @@ class TranslationEvaluator:
       self.a = images_lib.to_float(np.stack([test_a[i]["image"] for i in range(min(limit, len(test_a)))]))
       self.b = images_lib.to_float(np.stack([test_b[i]["image"] for i in range(min(limit, len(test_b)))]))
       self.metric_names = ["cycle_error_a", "cycle_error_b"]
-      self.paired_test = setup.cfg.get("dataset") == "digits_edges" and setup.cfg.get("evaluate", True)
+      eval_split = setup.cfg.get("eval_split", "test")
+      self.paired_test = setup.cfg.get("dataset") == "digits_edges" and bool(eval_split)
       if self.paired_test:
         self.metric_names += ["l1_g_vs_true_b", "l1_f_vs_true_a"]
-      self.held_out = "test split" if setup.cfg.get("evaluate", True) else "training images"
+      self.held_out = f"{eval_split} split" if eval_split else "training images"
       self.n_fake = len(self.a)
     self.n_real = self.n_fake
 

@@ -29,7 +29,7 @@ from jaxgan import checkpoint as checkpoint_lib
 from jaxgan import multiseed, parallel, trainer
 from jaxgan.errors import CheckpointError, ConfigError
 
-__all__ = ["KINDS", "Run", "Setup", "parse_step", "read_flags", "restore"]
+__all__ = ["KINDS", "Run", "Setup", "parse_step", "read_flags", "require", "restore", "widths"]
 
 # What a run's samples are, for figures and evaluation.
 KINDS = ("image", "conditional", "toy", "paired", "unpaired")
@@ -201,3 +201,27 @@ def require(cfg: Mapping[str, Any], *names: str) -> None:
       f"the run's flags have no {missing[0]!r} (experiment {cfg.get('experiment')!r}): it was written by another "
       "version of jaxgan; rerun the training command to rewrite flags.json"
     )
+
+
+def widths(cfg: Mapping[str, Any], flag: str, count: int | None = None, meaning: str = "") -> tuple[int, ...]:
+  """The integers of the list flag ``flag`` (--g_widths / --d_widths), () when it is unset or empty.
+
+  ``count``: how many numbers the model takes (None: any number); a wrong
+  count, a non-integer or a width < 1 is one `ConfigError` naming the flag
+  (and ``meaning``, what the numbers are).
+  """
+  values = cfg.get(flag)
+  if values in (None, "", [], ()):
+    return ()
+  if isinstance(values, (int, str)):
+    values = str(values).split(",")
+  try:
+    out = tuple(int(str(v).strip()) for v in values)
+  except ValueError:
+    raise ConfigError(f"--{flag}={','.join(map(str, values))}: widths must be integers") from None
+  if any(w < 1 for w in out):
+    raise ConfigError(f"--{flag}={','.join(map(str, out))}: widths must be >= 1")
+  if count is not None and len(out) != count:
+    what = f" ({meaning})" if meaning else ""
+    raise ConfigError(f"--{flag} takes {count} number{'s' if count > 1 else ''}{what}, got {len(out)}")
+  return out

@@ -33,8 +33,8 @@ WGAN = os.path.join(ROOT, "experiments", "wgan.py")
 # The tiny WGAN-GP subject of the reliability tests (about 1 s of training).
 WGAN_TINY = [
   "--dataset=ring8",
-  "--width=16",
-  "--depth=2",
+  "--g_widths=16,16",
+  "--d_widths=16,16",
   "--batch_size=64",
   "--n_critic=2",
   "--gp_weight=0.1",

@@ -297,7 +297,7 @@ def test_flags_json_without_a_key_is_one_line(tmp_path, template):
   shutil.copytree(template, workdir)
   flags_path = workdir / "flags.json"
   cfg = json.loads(flags_path.read_text())
-  del cfg["width"]
+  del cfg["d_widths"]
   flags_path.write_text(json.dumps(cfg))
   before = h.snapshot(str(workdir))
   proc = subprocess.run(
@@ -310,5 +310,5 @@ def test_flags_json_without_a_key_is_one_line(tmp_path, template):
   )
   errors = h.error_lines(proc.stderr)
   assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-2000:]
-  assert "have no 'width'" in errors[0] and "rerun the training command" in errors[0]
+  assert "have no 'd_widths'" in errors[0] and "rerun the training command" in errors[0]
   assert h.snapshot(str(workdir)) == before

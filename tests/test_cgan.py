@@ -191,8 +191,11 @@ def test_sampling_state_measures_batchnorm_statistics_for_the_ema_parameters():
   ],
 )
 def test_flagfiles_build_models_of_the_right_shape(name, shape):
-  with open(os.path.join(ROOT, "experiments", "flags", f"{name}.flags")) as f:
-    flags = dict(line.strip()[2:].split("=", 1) for line in f if line.startswith("--"))
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import launch  # noqa: E402  (the entry points' flag-file reader: overlays name their base file)
+
+  lines = launch.expand_flagfiles([f"--flagfile={os.path.join(ROOT, 'experiments', 'flags', name + '.flags')}"])
+  flags = dict(line[2:].split("=", 1) for line in lines)
   assert flags["dataset"] == name[len("cgan_") :]
   g_overrides = {"dropout": float(flags["g_dropout"])} if "g_dropout" in flags else {}
   gen, disc = conditional.build_conditional_pair(

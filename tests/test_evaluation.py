@@ -81,9 +81,9 @@ def programs(tmp_path_factory):
     },
   )
   dirs = {name: str(base / name) for name in ("dcgan", "cgan", "wgan", "pix2pix", "cyclegan")}
-  tiny_translation = ["--dataset=digits_edges", "--image_size=16", "--base_features=4", "--patch_size=16"]
-  tiny_translation += ["--d_base_features=4", "--num_steps=2", "--log_every=1", "--checkpoint_every=2"]
-  tiny_translation += ["--sample_every=0", "--num_eval=12", "--num_strip=2", "--jitter=false"]
+  tiny_translation = ["--dataset=digits_edges", "--image_size=16", "--g_widths=4", "--patch_size=16"]
+  tiny_translation += ["--d_widths=4", "--num_steps=2", "--log_every=1", "--checkpoint_every=2"]
+  tiny_translation += ["--sample_every=0", "--eval_samples=12", "--grid_size=2", "--jitter=false"]
   started = {
     "dcgan": _start(
       "dcgan.py",
@@ -112,14 +112,14 @@ def programs(tmp_path_factory):
       [
         "--num_steps=4",
         "--batch_size=16",
-        "--g_hidden=16",
-        "--d_hidden=16",
+        "--g_widths=16",
+        "--d_widths=16",
         "--latent_dim=8",
-        "--eval_per_class=5",
+        "--eval_samples=50",
         "--log_every=2",
         "--checkpoint_every=2",
         "--sample_every=0",
-        "--grid_columns=2",
+        "--grid_size=2",
         "--eval_every=2",
         "--best_metric=label_accuracy",
         f"--classifier_workdir={classifier}",

@@ -14,8 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "wgan.py")
 TINY = [
   "--dataset=ring8",
-  "--width=16",
-  "--depth=2",
+  "--g_widths=16,16",
+  "--d_widths=16,16",
   "--batch_size=32",
   "--n_critic=2",
   "--gp_weight=0.1",
@@ -89,7 +89,8 @@ def test_flagfile_reproduces_the_documented_job(tmp_path):
     [
       f"--flagfile={ROOT}/experiments/flags/wgan_gp_ring8.flags",
       "--num_steps=3",
-      "--width=16",
+      "--g_widths=16",
+      "--d_widths=16",
       "--log_every=1",
       "--checkpoint_every=3",
       "--sample_every=3",
@@ -127,7 +128,7 @@ def test_bad_flags_fail_with_one_line(tmp_path, bad, expected):
 def test_checkpoint_of_another_model_is_refused_untouched(tmp_path):
   run([*TINY, "--num_steps=10", f"--workdir={tmp_path}"])
   before = snapshot(tmp_path)
-  proc = run([*TINY, "--num_steps=20", "--width=32", f"--workdir={tmp_path}"], check=False)
+  proc = run([*TINY, "--num_steps=20", "--d_widths=32,32", f"--workdir={tmp_path}"], check=False)
   assert proc.returncode != 0
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1 and "different model" in errors[0] and "--workdir" in errors[0], proc.stderr

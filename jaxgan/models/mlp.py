@@ -152,8 +152,8 @@ class MaxoutDiscriminator(TinyMixin, nn.Module):
 class ToyGenerator(TinyMixin, nn.Module):
   """ReLU MLP generator for low-dimensional toy data (e.g. 2-D Gaussian mixtures).
 
-  Architecture: ``z -> [Dense(hidden) -> ReLU] x depth -> Dense(out_dim)``
-  with a linear output (toy data is not bounded to [-1, 1]); returns shape
+  Architecture: ``z -> [Dense(w) -> ReLU for w in widths] -> Dense(out_dim)``
+  (``widths`` defaults to ``[hidden] * depth``) with a linear output (toy data is not bounded to [-1, 1]); returns shape
   ``(B, out_dim)``. This is the fully connected generator used for the
   toy-distribution experiments of the GAN literature, e.g. the 512-unit,
   3-hidden-layer ReLU MLPs of Gulrajani et al. (2017), "Improved Training of
@@ -162,11 +162,13 @@ class ToyGenerator(TinyMixin, nn.Module):
   Attributes:
     hidden: width of every hidden layer (512).
     depth: number of hidden layers (3).
+    widths: the hidden widths one by one (overrides ``hidden`` and ``depth``).
     out_dim: data dimension (2).
   """
 
   hidden: int = 512
   depth: int = 3
+  widths: tuple[int, ...] = ()
   out_dim: int = 2
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -177,7 +179,7 @@ class ToyGenerator(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, z, labels=None, *, train: bool = True):
     del labels, train
-    h = dense_stack(self, flatten(z, self.dtype), [self.hidden] * self.depth, name="hidden")
+    h = dense_stack(self, flatten(z, self.dtype), self.widths or [self.hidden] * self.depth, name="hidden")
     out = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(h)
     return out.astype(jnp.float32)
 
@@ -185,17 +187,20 @@ class ToyGenerator(TinyMixin, nn.Module):
 class ToyCritic(TinyMixin, nn.Module):
   """ReLU MLP critic / discriminator for low-dimensional toy data.
 
-  Architecture: ``x -> [Dense(hidden) -> ReLU] x depth -> Dense(1)``; returns
+  Architecture: ``x -> [Dense(w) -> ReLU for w in widths] -> Dense(1)``
+  (``widths`` defaults to ``[hidden] * depth``); returns
   the raw score of shape (B,) -- a WGAN critic value (Arjovsky, Chintala &
   Bottou, 2017, "Wasserstein GAN") or a GAN logit, depending on the loss.
 
   Attributes:
     hidden: width of every hidden layer (512).
     depth: number of hidden layers (3).
+    widths: the hidden widths one by one (overrides ``hidden`` and ``depth``).
   """
 
   hidden: int = 512
   depth: int = 3
+  widths: tuple[int, ...] = ()
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -205,7 +210,8 @@ class ToyCritic(TinyMixin, nn.Module):
   @nn.compact
   def __call__(self, x, labels=None, *, train: bool = True):
     del labels, train
-    return logit_head(self, dense_stack(self, flatten(x, self.dtype), [self.hidden] * self.depth, name="hidden"))
+    widths = self.widths or [self.hidden] * self.depth
+    return logit_head(self, dense_stack(self, flatten(x, self.dtype), widths, name="hidden"))
 
 
 GENERATORS = {

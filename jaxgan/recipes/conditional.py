@@ -25,7 +25,6 @@ import jax
 import numpy as np
 
 from jaxgan import runs, sampling, viz
-from jaxgan.data import images as images_lib
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
 from jaxgan.models import cgan
@@ -79,45 +78,54 @@ def build_conditional_pair(
   return g, d
 
 
-def _ints(values, flag: str):
-  if values is None:
-    return None
-  try:
-    return tuple(int(v) for v in values)
-  except ValueError:
-    raise ConfigError(f"--{flag}: hidden widths must be integers, got {','.join(values)}") from None
+# How --g_widths / --d_widths map onto a conditional model's own settings, by the fields it has.
+WIDTH_SETTINGS = (
+  (("hidden",), None, "the hidden widths of the MLP"),
+  (("width",), 1, "the base channel count"),
+  (("z_units", "y_units", "joint_units"), 3, "the z, label and joint layer widths"),
+  (("x_units", "y_units", "joint_units"), 3, "the image, label and joint maxout widths"),
+)
+
+
+def _width_overrides(registry: dict, name: str, cfg: Mapping[str, Any], flag: str, dropout_flag: str) -> dict:
+  """--g_widths / --d_widths as the model's own settings (`WIDTH_SETTINGS`: an MLP's hidden widths, a
+  convolutional network's base channel count, the paper models' three layer widths) and its dropout rate."""
+  overrides = {"dropout": cfg.get(dropout_flag)}
+  fields = {f.name for f in dataclasses.fields(registry[name])} if name in registry else set()
+  for names, count, meaning in WIDTH_SETTINGS:
+    if set(names) <= fields:
+      values = runs.widths(cfg, flag, count, f"{name}: {meaning}")
+      if values:
+        overrides.update(zip(names, [values] if count is None else values))
+      return overrides
+  if name in registry and runs.widths(cfg, flag):
+    raise ConfigError(f"--{flag}: {name} has no width settings")
+  return overrides
 
 
 def conditional_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int], num_classes: int):
   """(G, D) of a cgan.py run from the registries of `jaxgan.models.cgan`, with its width overrides."""
+  g, d = cfg["generator"], cfg["discriminator"]
   return build_conditional_pair(
-    cfg["generator"],
-    cfg["discriminator"],
+    g,
+    d,
     tuple(image_shape),
     num_classes,
-    g_overrides={
-      "hidden": _ints(cfg.get("g_hidden"), "g_hidden"),
-      "width": cfg.get("g_width"),
-      "dropout": cfg.get("g_dropout"),
-    },
-    d_overrides={
-      "hidden": _ints(cfg.get("d_hidden"), "d_hidden"),
-      "width": cfg.get("d_width"),
-      "dropout": cfg.get("d_dropout"),
-    },
+    g_overrides=_width_overrides(cgan.GENERATORS, g, cfg, "g_widths", "g_dropout"),
+    d_overrides=_width_overrides(cgan.DISCRIMINATORS, d, cfg, "d_widths", "d_dropout"),
   )
 
 
 def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
   """The `jaxgan.runs.Setup` of a cgan.py run; a dataset without labels is one `ConfigError`."""
   runs.require(cfg, "dataset", "generator", "discriminator", "latent_dim", "seed")
-  source = images_lib.make_source(cfg["dataset"], "train", cfg.get("data_dir"))
+  source, image_shape = image_recipe.open_dataset(cfg)
   if source.num_classes is None:
     raise ConfigError(f"dataset {cfg['dataset']!r} has no labels: a conditional GAN needs labelled data")
-  image_shape, num_classes = tuple(source.images_shape), source.num_classes
+  image_shape, num_classes = tuple(image_shape), source.num_classes
   gen, disc = conditional_models(cfg, image_shape, num_classes)
   config = gan_settings.config(cfg, num_classes=num_classes)
-  g_tx, d_tx = gan_settings.optimizers(cfg, d_lr=cfg["lr"] if cfg.get("d_lr") is None else cfg["d_lr"])
+  g_tx, d_tx = gan_settings.optimizers(cfg)
 
   def init_one(seed):
     nets = dict(generator=gen, discriminator=disc, g_tx=g_tx, d_tx=d_tx, data_shape=image_shape)

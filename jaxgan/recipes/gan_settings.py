@@ -1,14 +1,16 @@
-"""The GAN family's settings from flags, shared by the ``gan``, ``dcgan``, ``cgan`` and ``wgan_toy`` recipes.
+"""Settings from flags shared by the recipes: the GAN family's config (``gan``, ``dcgan``, ``cgan``, ``wgan_toy``)
+and every recipe's optimisers (Pix2Pix and CycleGAN too).
 
 * `config(cfg, **overrides)` -- the `jaxgan.families.gan.Config` of the flags
   every GAN-family script has (--loss, --n_critic, --n_gen, --latent_dim,
-  --latent_dist, --real_label, --ema_decay, --skip_nonfinite) and its
+  --latent_dist, --real_label, --ema_decay, --pack, --skip_nonfinite) and its
   penalties;
 * `penalties(cfg)` -- WGAN-GP from --gp_weight and R1 from --r1_weight, in
   that order, where the script has them;
-* `optimizers(cfg, d_lr=...)` -- (g_tx, d_tx): --optimizer (Adam by default)
-  with --lr_schedule over each network's own updates (G: num_steps x n_gen,
-  D: num_steps x n_critic), the critic's weight clipping chained after it.
+* `optimizers(cfg)` -- (g_tx, d_tx): --optimizer (Adam by default) at --lr
+  and --d_lr with --lr_schedule over each network's own updates (G:
+  num_steps x n_gen, D: num_steps x n_critic), the critic's weight clipping
+  (--clip_value) chained after it.
 """
 
 from __future__ import annotations
@@ -37,14 +39,20 @@ def config(cfg: Mapping[str, Any], **overrides: Any) -> gan.Config:
   settings.update(
     n_gen=cfg.get("n_gen", 1),
     real_label=cfg.get("real_label", 1.0),
+    pack=cfg.get("pack", 1),
     penalties=penalties(cfg),
     skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
   )
   return gan.Config(**{**settings, **overrides})
 
 
-def optimizers(cfg: Mapping[str, Any], *, d_lr: float, clip_value: float = 0.0):
-  """(g_tx, d_tx): G at --lr, D at ``d_lr`` (clipped to [-c, c] when ``clip_value`` > 0)."""
+def d_lr(cfg: Mapping[str, Any]) -> float:
+  """The discriminator's learning rate: --d_lr, or --lr when it is unset (None, or 0 in older flags)."""
+  return cfg.get("d_lr") or cfg["lr"]
+
+
+def optimizers(cfg: Mapping[str, Any]):
+  """(g_tx, d_tx): G at --lr, D at --d_lr (default --lr), the critic clipped to [-c, c] when --clip_value > 0."""
 
   def tx(lr, num_updates, clip=0.0):
     rate = optimizers_lib.learning_rate(
@@ -54,5 +62,5 @@ def optimizers(cfg: Mapping[str, Any], *, d_lr: float, clip_value: float = 0.0):
       cfg.get("optimizer", "adam"), rate, b1=cfg["b1"], b2=cfg["b2"], clip_value=clip
     )
 
-  g_updates, d_updates = cfg["num_steps"] * cfg.get("n_gen", 1), cfg["num_steps"] * cfg["n_critic"]
-  return tx(cfg["lr"], g_updates), tx(d_lr, d_updates, clip_value)
+  g_updates, d_updates = cfg["num_steps"] * cfg.get("n_gen", 1), cfg["num_steps"] * cfg.get("n_critic", 1)
+  return tx(cfg["lr"], g_updates), tx(d_lr(cfg), d_updates, cfg.get("clip_value") or 0.0)

@@ -200,19 +200,9 @@ def reference_images(
 # ---------------------------------------------------------------------------- models
 
 
-def _widths(values, table: dict, name: str, flag: str) -> list[int]:
-  try:
-    widths = [int(v) for v in values or []]
-  except ValueError:
-    raise ConfigError(f"--{flag}={','.join(values)}: widths must be integers") from None
-  if any(w < 1 for w in widths):
-    raise ConfigError(f"--{flag}: widths must be >= 1")
+def _widths(cfg: Mapping[str, Any], table: dict, name: str, flag: str) -> list[int]:
   count, meaning = table[name]
-  if widths and count is not None and len(widths) != count:
-    raise ConfigError(
-      f"--{flag} for {name} takes {count} number{'s' if count > 1 else ''} ({meaning}), got {len(widths)}"
-    )
-  return widths
+  return list(runs.widths(cfg, flag, count, f"{name}: {meaning}"))
 
 
 def build_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]):
@@ -229,8 +219,8 @@ def build_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]):
       f"discriminators {', '.join(DISCRIMINATORS)}"
     )
   h, w, c = image_shape
-  gw = _widths(cfg.get("g_widths"), G_WIDTHS, g_name, "g_widths")
-  dw = _widths(cfg.get("d_widths"), D_WIDTHS, d_name, "d_widths")
+  gw = _widths(cfg, G_WIDTHS, g_name, "g_widths")
+  dw = _widths(cfg, D_WIDTHS, d_name, "d_widths")
   needs_square = [n for n in (g_name, d_name) if n.startswith("dcgan")]
   if needs_square and h != w:
     raise ConfigError(
@@ -289,7 +279,7 @@ def build(cfg: Mapping[str, Any], experiment: str) -> runs.Setup:
   source, image_shape = open_dataset(cfg)
   gen, disc = build_models(cfg, image_shape)
   config = gan_settings.config(cfg)
-  g_tx, d_tx = gan_settings.optimizers(cfg, d_lr=cfg.get("d_lr") or cfg["lr"])
+  g_tx, d_tx = gan_settings.optimizers(cfg)
 
   def init_one(seed):
     # One compiled program instead of one per initialiser op (much faster on CPU).

@@ -1,7 +1,7 @@
 """The 2-D mixture recipe ``wgan_toy`` (experiments/wgan.py): WGAN, WGAN-GP and friends on ring8 / grid25.
 
 `build(cfg)` gives the run's `jaxgan.runs.Setup`: an MLP generator and critic
-(`jaxgan.models.mlp.ToyGenerator` / ``ToyCritic``), Adam or RMSProp with the
+(`jaxgan.models.mlp.ToyGenerator` / ``ToyCritic``, hidden widths --g_widths / --d_widths), Adam or RMSProp with the
 critic's weight clipping chained after it (--clip_value), the
 `jaxgan.families.gan.Config` (the WGAN-GP penalty from --gp_weight, PacGAN
 packing), and one data stream per seed: a ``--num_seeds=K`` run trains the
@@ -21,6 +21,7 @@ from jaxgan.models.mlp import ToyCritic, ToyGenerator
 from jaxgan.recipes import gan_settings
 
 EXPERIMENT = "wgan_toy"
+DEFAULT_WIDTHS = (512, 512, 512)  # Gulrajani et al.'s toy networks: 3 ReLU layers of 512 units
 
 
 def seeds(cfg: Mapping[str, Any]) -> tuple[int, ...]:
@@ -30,12 +31,12 @@ def seeds(cfg: Mapping[str, Any]) -> tuple[int, ...]:
 
 def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
   """The `jaxgan.runs.Setup` of a wgan.py run (one seed, or --num_seeds stacked)."""
-  runs.require(cfg, "dataset", "width", "depth", "latent_dim", "seed", "n_critic", "batch_size")
+  runs.require(cfg, "dataset", "g_widths", "d_widths", "latent_dim", "seed", "n_critic", "batch_size")
   mixture = toy.get_mixture(cfg["dataset"])
-  config = gan_settings.config(cfg, pack=cfg.get("pack", 1))
-  g_tx, d_tx = gan_settings.optimizers(cfg, d_lr=cfg["lr"], clip_value=cfg.get("clip_value") or 0.0)
-  gen = ToyGenerator(hidden=cfg.get("g_width") or cfg["width"], depth=cfg.get("g_depth") or cfg["depth"])
-  critic = ToyCritic(hidden=cfg["width"], depth=cfg["depth"])
+  config = gan_settings.config(cfg)
+  g_tx, d_tx = gan_settings.optimizers(cfg)
+  gen = ToyGenerator(widths=runs.widths(cfg, "g_widths") or DEFAULT_WIDTHS)
+  critic = ToyCritic(widths=runs.widths(cfg, "d_widths") or DEFAULT_WIDTHS)
   run_seeds = seeds(cfg)
 
   def init_one(seed):
