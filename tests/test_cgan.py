@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from jaxgan import sampling
+from jaxgan.data.images import DataError
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
 from jaxgan.metrics import classifier as clf
@@ -204,6 +205,16 @@ def test_flagfiles_build_models_of_the_right_shape(name, shape):
   assert out.shape == (2, *shape)
   d_vars = jax.eval_shape(lambda: disc.init(jax.random.PRNGKey(0), jnp.zeros((2, *shape)), y, train=False))
   assert jax.eval_shape(lambda v: disc.apply(v, jnp.zeros((2, *shape)), y, train=False), d_vars).shape == (2,)
+
+
+def test_mixed_size_folder_is_one_error_naming_the_fix(tmp_path):
+  for name, size in (("a", (8, 8)), ("b", (9, 8))):
+    (tmp_path / "zero").mkdir(exist_ok=True)
+    Image.fromarray(np.zeros(size, np.uint8)).save(tmp_path / "zero" / f"{name}.png")
+  cfg = dict(dataset=str(tmp_path), generator="cgan_mlp", discriminator="cgan_mlp", latent_dim=8, seed=0)
+  with pytest.raises(DataError, match=r"a.png is 8x8 but b.png is 9x8; the conditional GAN .* resize the images") as e:
+    conditional.build(cfg)
+  assert "--image_size" not in str(e.value).replace("has no --image_size", "")
 
 
 def test_build_conditional_pair_rejects_unknown_settings():

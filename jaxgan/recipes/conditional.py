@@ -111,7 +111,11 @@ def conditional_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]
 def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
   """The `jaxgan.runs.Setup` of a cgan.py run; a dataset without labels is one `ConfigError`."""
   runs.require(cfg, "dataset", "generator", "discriminator", "latent_dim", "seed")
-  source = images_lib.make_source(cfg["dataset"], "train", cfg.get("data_dir"))
+  try:
+    source = images_lib.make_source(cfg["dataset"], "train", cfg.get("data_dir"))
+  except images_lib.MixedImageSizesError as e:
+    fix = "the conditional GAN trains at the data's own size (it has no --image_size): resize the images to one size"
+    raise images_lib.DataError(f"{e.problem}; {fix}") from e
   if source.num_classes is None:
     raise ConfigError(f"dataset {cfg['dataset']!r} has no labels: a conditional GAN needs labelled data")
   image_shape, num_classes = tuple(source.images_shape), source.num_classes
