@@ -37,7 +37,7 @@ flags.DEFINE_string(
   "dataset",
   paired.DIGIT_EDGES,
   f"'{paired.DIGIT_EDGES}' (offline), a folder of side-by-side A|B images (with train/val "
-  "subfolders or not), or an .npz with uint8 arrays 'a' and 'b'.",
+  "subfolders or not), or an .npz with arrays 'a' and 'b' (uint8, or float in [0, 1] or [-1, 1]).",
 )
 flags.DEFINE_string("split", "train", "Training split (digits_edges: train; folder: a subfolder).")
 flags.DEFINE_string("eval_split", "test", "Held-out split for the strips and the final L1 ('' for none).")

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from jaxgan import sampling
+from jaxgan.data.images import DataError
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
 from jaxgan.metrics import classifier as clf
@@ -207,6 +208,19 @@ def test_flagfiles_build_models_of_the_right_shape(name, shape):
   assert out.shape == (2, *shape)
   d_vars = jax.eval_shape(lambda: disc.init(jax.random.PRNGKey(0), jnp.zeros((2, *shape)), y, train=False))
   assert jax.eval_shape(lambda v: disc.apply(v, jnp.zeros((2, *shape)), y, train=False), d_vars).shape == (2,)
+
+
+def test_mixed_size_folder_needs_image_size_then_trains_at_it(tmp_path):
+  for name, size in (("a", (8, 8)), ("b", (9, 8))):
+    (tmp_path / "zero").mkdir(exist_ok=True)
+    Image.fromarray(np.zeros(size, np.uint8)).save(tmp_path / "zero" / f"{name}.png")
+  cfg = dict(dataset=str(tmp_path), generator="cgan_mlp", discriminator="cgan_mlp", latent_dim=8, seed=0)
+  cfg.update(lr=2e-4, b1=0.5, b2=0.999, num_steps=1, n_critic=1, loss="non_saturating", ema_decay=0.0)
+  cfg.update(latent_dist="normal", batch_size=2)
+  with pytest.raises(DataError, match=r"a.png is 8x8 but b.png is 9x8; pass --image_size=N"):
+    conditional.build(cfg)
+  setup = conditional.build({**cfg, "image_size": 8})
+  assert setup.info["image_shape"] == (8, 8, 1)
 
 
 def test_build_conditional_pair_rejects_unknown_settings():

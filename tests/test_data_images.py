@@ -196,8 +196,78 @@ def test_image_folder_errors(tmp_path):
     di.make_source(str(tmp_path))
   Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
   Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "b.png")
-  with pytest.raises(di.DataError, match="mixes image sizes: a.png is 4x4 but b.png is 4x5"):
+  with pytest.raises(di.MixedImageSizesError, match="mixes image sizes: a.png is 4x4 but b.png is 4x5") as error:
     di.make_source(str(tmp_path))
+  assert "\n" not in str(error.value) and "pass --image_size=N" in str(error.value)
+
+
+def _mixed_size_folder(folder):
+  """Four images of four sizes whose 4x4 resizes are known: constant squares, and a 6x12 whose center is 100."""
+  folder.mkdir(exist_ok=True)
+  Image.fromarray(np.full((4, 4), 10, np.uint8)).save(folder / "a_native.png")
+  Image.fromarray(np.full((2, 2), 50, np.uint8)).save(folder / "b_up.png")
+  Image.fromarray(np.full((8, 8, 3), (200, 0, 0), np.uint8)).save(folder / "c_down_rgb.png")
+  wide = np.full((6, 12), 100, np.uint8)
+  wide[:, :3], wide[:, 9:] = 0, 255  # cut by the center crop to 6x6
+  Image.fromarray(wide).save(folder / "d_wide.png")
+  return folder
+
+
+def test_image_folder_of_mixed_sizes_resized_to_image_size(tmp_path):
+  folder = _mixed_size_folder(tmp_path / "mixed")
+  source = di.make_source(str(folder), image_size=4)
+  assert source.images_shape == (4, 4, 3) and len(source) == 4  # one RGB file: all read as RGB
+  images = np.stack([source[i]["image"] for i in range(4)])
+  assert images.shape == (4, 4, 4, 3) and images.dtype == np.uint8
+  np.testing.assert_array_equal(images[0], np.full((4, 4, 3), 10))
+  np.testing.assert_array_equal(images[1], np.full((4, 4, 3), 50))
+  np.testing.assert_array_equal(images[2], np.broadcast_to(np.array([200, 0, 0], np.uint8), (4, 4, 3)))
+  np.testing.assert_array_equal(images[3], np.full((4, 4, 3), 100))  # center crop, not a squeeze of the 12 columns
+  gray = di.make_source(str(folder), image_size=4, channels=1, convert_channels=True)
+  assert gray.images_shape == (4, 4, 1) and gray[0]["image"].shape == (4, 4, 1)
+  batch = next(di.make_iterator(source, 4, seed=0))
+  assert batch["image"].shape == (4, 4, 4, 3)
+
+
+# --- .npz sources ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+  "values, expected",
+  [
+    ([0.0, 1 / 255, 0.25, 0.5, 1.0], [0, 1, 64, 128, 255]),  # [0, 1]: round(255 x)
+    ([-1.0, -0.5, 0.0, 0.5, 1.0], [0, 64, 128, 191, 255]),  # any negative: [-1, 1], round(127.5 (x + 1))
+  ],
+  ids=["zero_one", "minus_one_one"],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_float_npz_images_read_as_uint8(tmp_path, values, expected, dtype):
+  path = str(tmp_path / "f.npz")
+  np.savez(path, images=np.array(values, dtype).reshape(5, 1, 1), labels=np.arange(5) % 2)
+  source = di.make_source(path)
+  assert source.images_shape == (1, 1, 1) and source.num_classes == 2
+  assert [int(source[i]["image"][0, 0, 0]) for i in range(5)] == expected
+
+
+@pytest.mark.parametrize(
+  "values, found",
+  [
+    ([0.0, 1.5], "has values in [0, 1.5]"),
+    ([-1.25, 0.5], "has values in [-1.25, 0.5]"),
+    ([0.0, 255.0], "has values in [0, 255]"),
+    ([0.5, np.nan], "holds NaN"),
+    ([0.5, np.inf], "holds Inf"),
+  ],
+)
+def test_float_npz_out_of_range_is_one_error(tmp_path, values, found):
+  path = str(tmp_path / "bad.npz")
+  np.savez(path, images=np.array(values, np.float32).reshape(2, 1, 1))
+  with pytest.raises(di.DataError) as error:
+    di.make_source(path)
+  message = str(error.value)
+  assert "\n" not in message
+  assert message.startswith(f"npz file {path}: float array 'images' {found}")
+  assert message.endswith("[0, 1] (read as uint8 round(255 x)) or [-1, 1] (read as round(127.5 (x + 1)))")
 
 
 def test_npz_source(tmp_path):
@@ -206,7 +276,7 @@ def test_npz_source(tmp_path):
   source = di.make_source(path)
   assert len(source) == 6 and source.images_shape == (3, 3, 1) and source.num_classes == 3
   assert next(di.make_iterator(source, 2, seed=0))["label"].shape == (2,)
-  np.savez(path, images=np.zeros((6, 3, 3), np.float32))
+  np.savez(path, images=np.zeros((6, 3, 3), np.int64))
   with pytest.raises(di.DataError, match="must be uint8"):
     di.make_source(path)
   with pytest.raises(di.DataError, match="single split"):

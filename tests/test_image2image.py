@@ -323,6 +323,35 @@ def test_paired_folder_source_and_iterator(tmp_path):
     paired.make_paired_source(str(tmp_path / "nope"))
 
 
+def test_paired_folder_of_mixed_sizes_and_float_npz(tmp_path):
+  folder = tmp_path / "pairs"
+  folder.mkdir()
+  for name, (h, w), (left, right) in (("a", (8, 8), (10, 200)), ("b", (12, 12), (50, 100)), ("c", (4, 6), (30, 60))):
+    Image.fromarray(np.concatenate([np.full((h, w), left, np.uint8), np.full((h, w), right, np.uint8)], 1)).save(
+      folder / f"{name}.png"
+    )
+  source = paired.make_paired_source(str(folder), image_size=8)
+  assert source.shape_a == source.shape_b == (8, 8, 1) and len(source) == 3
+  for index, (left, right) in enumerate(((10, 200), (50, 100), (30, 60))):  # each half resized on its own
+    a, b = source.pair(index)
+    np.testing.assert_array_equal(a, np.full((8, 8, 1), left))
+    np.testing.assert_array_equal(b, np.full((8, 8, 1), right))
+  assert paired.make_paired_source(str(folder), image_size=8, channels=3).pair(0)[0].shape == (8, 8, 3)
+  Image.fromarray(np.zeros((4, 7), np.uint8)).save(folder / "d.png")
+  with pytest.raises(DataError, match=r"d.png is 4x7; side-by-side A\|B images need an even width"):
+    paired.make_paired_source(str(folder), image_size=8)
+  path = str(tmp_path / "pairs.npz")
+  np.savez(
+    path, a=np.array([-1.0, 0.0, 1.0], np.float32).reshape(3, 1, 1), b=np.array([0, 9, 255], np.uint8)[:, None, None]
+  )
+  source = paired.make_paired_source(path)
+  assert [int(source.pair(i)[0][0, 0, 0]) for i in range(3)] == [0, 128, 255]
+  assert [int(source.pair(i)[1][0, 0, 0]) for i in range(3)] == [0, 9, 255]
+  np.savez(path, a=np.zeros((3, 1, 1), np.float32), b=np.full((3, 1, 1), 2.0))
+  with pytest.raises(DataError, match=r"float array 'b' has values in \[2, 2\]"):
+    paired.make_paired_source(path)
+
+
 def test_unpaired_tfds_cycle_gan_mocked(tmp_path):
   with tfds.testing.mock_data(num_examples=6):
     source_a, source_b = paired.make_unpaired_sources(

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from jaxgan import recipes, viz
+from jaxgan.data import images as images_lib
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
 from jaxgan.recipes import images as eu
@@ -120,6 +121,27 @@ def test_shape_mismatch_names_both_shapes_and_the_flag(tmp_path):
     eu.open_dataset(make_cfg(tmp_path, image_size=16))
   source, shape = eu.open_dataset(make_cfg(tmp_path, image_size=16, channels=3, convert_data=True))
   assert shape == source.images_shape == (16, 16, 3)
+
+
+def test_mixed_size_folder_needs_image_size_not_convert_data(tmp_path):
+  folder = tmp_path / "mixed"
+  folder.mkdir()
+  Image.fromarray(np.full((8, 8), 40, np.uint8)).save(folder / "a.png")
+  Image.fromarray(np.full((12, 20), 90, np.uint8)).save(folder / "b.png")
+  with pytest.raises(images_lib.MixedImageSizesError, match="a.png is 8x8 but b.png is 12x20; pass --image_size=N"):
+    eu.open_dataset(make_cfg(tmp_path, dataset=str(folder)))
+  source, shape = eu.open_dataset(make_cfg(tmp_path, dataset=str(folder), image_size=4))
+  assert shape == source.images_shape == (4, 4, 1)
+  np.testing.assert_array_equal(source[1]["image"], np.full((4, 4, 1), 90))
+  batch = next(eu.make_batches(source, make_cfg(tmp_path, batch_size=2)))
+  assert batch["x"].shape == (1, 2, 4, 4, 1)  # (n_critic, batch, H, W, C)
+  with pytest.raises(ConfigError, match=r"8x8x1 images \(grayscale\) but the model is 8x8x3.*--channels=1"):
+    eu.open_dataset(make_cfg(tmp_path, dataset=str(folder), image_size=8, channels=3))  # channels: --convert_data
+  source, shape = eu.open_dataset(make_cfg(tmp_path, dataset=str(folder), image_size=8, channels=3, convert_data=True))
+  assert shape == source.images_shape == source[1]["image"].shape == (8, 8, 3)
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "b.png")  # uniform 8x8 now: --image_size=4 alone is refused
+  with pytest.raises(ConfigError, match=r"model is 4x4x1.*--image_size=8.*--convert_data"):
+    eu.open_dataset(make_cfg(tmp_path, dataset=str(folder), image_size=4))
   with pytest.raises(ConfigError, match="takes 1 number"):
     eu.build_models(make_cfg(tmp_path, g_widths=["4", "4"]), (8, 8, 1))
   with pytest.raises(ConfigError, match="image size 7 does not suit dcgan"):
@@ -263,7 +285,7 @@ BAD_INPUTS = {
   "unknown_dataset": (["--dataset=no_such_dataset_xyz"], "unknown dataset 'no_such_dataset_xyz'"),
   "gray_data_rgb_model": (["--channels=3"], "8x8x1 images (grayscale) but the model is 8x8x3 (RGB): set --channels=1"),
   "empty_folder": (["--dataset={empty}"], "has no .png/.jpg/.jpeg images"),
-  "mixed_folder": (["--dataset={mixed}"], "mixes image sizes: a.png is 4x4 but b.png is 4x5"),
+  "mixed_folder": (["--dataset={mixed}"], "mixes image sizes: a.png is 4x4 but b.png is 4x5; pass --image_size=N"),
   # Data fails before training, with the file named (a truncated PNG used to crash mid-training, and every resume).
   "truncated_png": (["--dataset={truncated}"], "cannot decode image {truncated}/b.png (image file is truncated"),
   "text_named_png": (["--dataset={text}"], "cannot decode image {text}/b.png (cannot identify image file"),
@@ -271,6 +293,7 @@ BAD_INPUTS = {
   "npz_huge_label": (["--dataset={base}/huge.npz"], "a label is 1000000000, which would make 1000000001 classes"),
   "npz_object_array": (["--dataset={base}/objects.npz"], "cannot be read (Object arrays cannot be loaded"),
   "npz_not_an_archive": (["--dataset={base}/text.npz"], "cannot be read (not an .npz archive)"),
+  "npz_float_0_255": (["--dataset={base}/float255.npz"], "float array 'images' has values in [0, 255]; float images"),
 }
 
 
@@ -295,7 +318,7 @@ def programs(tmp_path_factory):
   Image.fromarray(np.zeros((4, 5), np.uint8)).save(base / "mixed" / "b.png")
   for folder in ("truncated", "text"):
     (base / folder).mkdir()
-    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(base / folder / "a.png")
+    Image.fromarray(np.full((32, 32), 200, np.uint8)).save(base / folder / "a.png")  # b.png's size: not a mixed folder
   noise = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
   Image.fromarray(noise).save(base / "truncated" / "b.png")
   os.truncate(base / "truncated" / "b.png", os.path.getsize(base / "truncated" / "b.png") // 2)
@@ -305,6 +328,7 @@ def programs(tmp_path_factory):
   np.savez(base / "huge.npz", images=images, labels=np.array([0, 1, 10**9, 2]))
   np.savez(base / "objects.npz", images=np.array([np.zeros((8, 8)), np.zeros((4, 4))], dtype=object))
   (base / "text.npz").write_text("not an archive")
+  np.savez(base / "float255.npz", images=np.linspace(0, 255, 4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8))
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   started = {}
 
@@ -320,6 +344,12 @@ def programs(tmp_path_factory):
     started[case] = (workdir, _snapshot(workdir) if workdir.exists() else None, proc)
 
   start("good", TINY_RUN, base / "run")
+  (base / "mixed_many").mkdir()
+  for i in range(8):  # 4 sizes, non-square among them: resized to --image_size at load, no --convert_data
+    size = ((8, 8), (12, 10), (16, 16), (6, 9))[i % 4]
+    Image.fromarray(np.full(size, 30 * i, np.uint8)).save(base / "mixed_many" / f"{i}.png")
+  mixed_run = [f"--dataset={base / 'mixed_many'}", "--image_size=8", "--batch_size=4", "--eval_samples=10"]
+  start("mixed_resized", [*TINY_RUN[1:], *mixed_run, "--num_steps=2", "--checkpoint_every=2"], base / "mixed_run")
   for case, (args, _) in BAD_INPUTS.items():
     workdir = base / f"w_{case}"
     workdir.mkdir()
@@ -371,6 +401,14 @@ def test_dcgan_script_writes_figures_and_metrics(programs):
   assert "dcgan digits step 4: pixel FD" in run["stdout"]
   run = recipes.load_run(str(workdir))  # the explore.py path: flags.json -> recipe -> checkpoint
   assert run.step == 4 and run.setup.info["image_shape"] == (8, 8, 1) and run.state.ema_params is not None
+
+
+def test_dcgan_script_trains_on_a_mixed_size_folder_with_image_size(programs):
+  run = programs("mixed_resized")
+  assert run["code"] == 0, run["stderr"][-3000:]
+  assert "-> 8x8x1 images" in run["stderr"] and "step 2: pixel FD" in run["stdout"]
+  assert json.loads((run["workdir"] / "flags.json").read_text())["image_size"] == 8
+  assert [r["step"] for r in viz.read_metrics(str(run["workdir"] / "metrics.jsonl"))] == [2]
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

@@ -9,9 +9,11 @@ Two steps:
 
    * a preset in :data:`DATASETS` (``digits``, ``mnist``, ``fashion_mnist``,
      ``cifar10``, ``svhn_cropped``, ``celeb_a``);
-   * a path ending in ``.npz`` (arrays ``images`` uint8 NHWC or NHW, optional
-     ``labels``);
-   * a directory of PNG/JPEG images (class subfolders become labels);
+   * a path ending in ``.npz`` (array ``images``, NHWC or NHW, uint8 in
+     [0, 255] or float in [0, 1] or [-1, 1] (converted to uint8 by
+     `jaxgan.data.sources.npz_images`); optional integer ``labels``);
+   * a directory of PNG/JPEG images (class subfolders become labels), of one
+     size, or of any sizes when ``image_size`` is given (each resized);
    * any other TFDS image dataset name (image key ``image``, label key
      ``label`` when present), read with ``tfds.data_source`` from a data_dir
      prepared in the ``array_record`` format.  Nothing is ever downloaded.
@@ -55,9 +57,11 @@ from jaxgan.data.sources import (
   DatasetNotPreparedError,
   ImageFolderSource,
   ImageSource,
+  MixedImageSizesError,
   Preset,
   TFDSSource,
   first_line,
+  npz_images,
   read_npz,
 )
 
@@ -70,6 +74,7 @@ __all__ = [
   "DevicePrefetcher",
   "ImageFolderSource",
   "ImageSource",
+  "MixedImageSizesError",
   "Preset",
   "TFDSSource",
   "make_iterator",
@@ -103,14 +108,19 @@ def make_source(
       files and image folders, which have a single split.
     data_dir: TFDS data directory (default: TFDS's own default). Never
       downloaded into; the dataset must already be prepared there.
-    image_size: square output size. Non-square images are center-cropped to
-      their short side first. Default: the preset's size, else native.
+    image_size: square output size: each image not already that size is
+      center-cropped to a square of its short side, then resized (bilinear,
+      antialiased when downscaling). Default: the preset's size, else native.
+      An image folder of mixed sizes needs it.
     channels: 1 or 3 output channels (default: native).
     convert_channels: allow converting gray->RGB (repeat) or RGB->gray
       (luma) when ``channels`` differs from the native count.
 
   Raises:
-    DataError: unknown name, bad files, impossible channel request.
+    DataError: unknown name, bad files (a float ``.npz`` outside [0, 1] and
+      [-1, 1], NaN or Inf), impossible channel request.
+    MixedImageSizesError: an image folder mixes sizes and ``image_size`` is
+      not given.
     DatasetNotPreparedError: TFDS dataset not prepared in ``data_dir``.
   """
   preset = DATASETS.get(name, Preset(name))
@@ -130,7 +140,7 @@ def make_source(
     return _stacked_source(name, split, data_dir, **kwargs)
   if is_file_source and name.endswith(".npz"):
     arrays = read_npz(name, ("images",), ("labels",))
-    return ArraySource(name, arrays["images"], arrays.get("labels"), **kwargs)
+    return ArraySource(name, npz_images(name, "images", arrays["images"]), arrays.get("labels"), **kwargs)
   if is_file_source:
     return ImageFolderSource(name, **kwargs)
   return TFDSSource(preset.tfds_name, split, data_dir, **kwargs)

@@ -6,7 +6,8 @@ Sources:
   (targets) of equal length.
 * :class:`PairedFolderSource` -- a folder of side-by-side ``A|B`` images (the
   Pix2Pix ``facades`` / ``maps`` / ``edges2shoes`` format: one file holds the
-  two aligned images next to each other), each half resized to ``image_size``.
+  two aligned images next to each other), each half resized to ``image_size``
+  (files may differ in size).
 * :func:`digit_edge_pairs` -- a tiny offline paired set built here from the
   vendored 8x8 digits: A = the digit upsampled (bicubic) to 32x32, B = its
   outline (a ring 2 px wide just outside the stroke). Deterministic.
@@ -40,8 +41,8 @@ import numpy as np
 from PIL import Image
 
 from jaxgan.data import images as images_lib
+from jaxgan.data import sources
 from jaxgan.data.images import DataError
-from jaxgan.data.sources import read_npz
 
 __all__ = [
   "DIGIT_EDGES",
@@ -170,11 +171,18 @@ class PairedArraySource(_PairedSource):
 class PairedFolderSource(_PairedSource):
   """A folder of side-by-side ``A|B`` images (the Pix2Pix dataset format).
 
-  Every file (PNG/JPEG, all the same size, width even) holds image A in its
-  left half and the aligned image B in its right half. Each half is resized
-  to ``image_size`` x ``image_size`` (bilinear). ``direction="AtoB"`` makes
-  A the input and B the target, ``"BtoA"`` the reverse (facades: ``BtoA``
-  translates label maps to photos).
+  Every file (PNG/JPEG, width even) holds image A in its left half and the
+  aligned image B in its right half. Files may differ in size: each file is
+  split at half its own width and each half is resized directly to
+  ``image_size`` x ``image_size`` (bilinear, antialiased when downscaling;
+  no crop, so a non-square half is stretched, as in the Pix2Pix code).
+  ``direction="AtoB"`` makes A the input and B the target, ``"BtoA"`` the
+  reverse (facades: ``BtoA`` translates label maps to photos).
+
+  Files are read as grayscale when all are grayscale, else RGB, then
+  converted to ``channels`` (gray -> RGB repeats, RGB -> gray is luma).
+  Every file is decoded once when the source is opened (a bad one is one
+  `DataError` naming it, as is an odd width).
   """
 
   def __init__(
@@ -184,26 +192,32 @@ class PairedFolderSource(_PairedSource):
       raise DataError(f"direction must be one of {', '.join(_DIRECTIONS)}, got {direction!r}")
     if not os.path.isdir(root):
       raise DataError(f"paired image folder {root} does not exist")
-    self._files = images_lib.ImageFolderSource(root, channels=channels, convert_channels=True)
-    h, w, c = self._files.images_shape
-    if w % 2:
-      raise DataError(f"{root}: images are {h}x{w}; side-by-side A|B images need an even width")
+    if channels not in (None, 1, 3):
+      raise DataError(f"{root}: only 1 or 3 channels are supported, requested {channels}")
+    root = pathlib.Path(root)
+    self._files, _, _ = sources.image_folder_files(root)
+    sizes, gray = sources.decode_image_files(root, self._files, mixed_sizes_ok=True)
+    for (h, w), path in sizes.items():
+      if w % 2:
+        raise DataError(f"{root}: {path.name} is {h}x{w}; side-by-side A|B images need an even width")
+    self._mode = "L" if gray else "RGB"
+    self._out_mode = {None: self._mode, 1: "L", 3: "RGB"}[channels]
     self._size, self._swap = int(image_size), direction == "BtoA"
-    shape = (self._size, self._size, c)
+    shape = (self._size, self._size, 1 if self._out_mode == "L" else 3)
     super().__init__(str(root), shape, shape)
 
   def __len__(self) -> int:
     return len(self._files)
 
-  def _resize(self, half: np.ndarray) -> np.ndarray:
-    pil = Image.fromarray(half[..., 0] if half.shape[-1] == 1 else half)
-    pil = pil.resize((self._size, self._size), Image.Resampling.BILINEAR)
-    return np.asarray(pil).reshape(self._size, self._size, -1)
+  def _resize(self, half: Image.Image) -> np.ndarray:
+    half = half.resize((self._size, self._size), Image.Resampling.BILINEAR)
+    return np.asarray(half).reshape(self._size, self._size, -1)
 
   def pair(self, index):
-    image = self._files[index]["image"]
-    w = image.shape[1] // 2
-    a, b = self._resize(image[:, :w]), self._resize(image[:, w:])
+    with Image.open(self._files[index]) as im:
+      image = im.convert(self._mode).convert(self._out_mode)
+    w, h = image.size
+    a, b = self._resize(image.crop((0, 0, w // 2, h))), self._resize(image.crop((w // 2, 0, w, h)))
     return (b, a) if self._swap else (a, b)
 
 
@@ -214,9 +228,11 @@ def make_paired_source(
 
   Args:
     name: ``"digits_edges"`` (offline; splits ``train``/``test``), a ``.npz``
-      with uint8 arrays ``a`` and ``b``, or a folder of ``A|B`` images. For a
-      folder, ``split`` names a subfolder when one exists (``facades/train``,
-      ``facades/val``), else it must be ``"train"``.
+      with arrays ``a`` and ``b`` (uint8, or float in [0, 1] or [-1, 1]:
+      `jaxgan.data.sources.npz_images`), or a folder of ``A|B`` images (any
+      sizes: `PairedFolderSource`). For a folder, ``split`` names a subfolder
+      when one exists (``facades/train``, ``facades/val``), else it must be
+      ``"train"``.
     image_size: output side (default 32 for digits, 256 for folders; ``.npz``
       arrays keep their size).
     channels: 1 or 3 for folders (default: native).
@@ -233,8 +249,8 @@ def make_paired_source(
   if name.endswith(".npz"):
     if split != "train":
       raise DataError(f"{name}: an .npz file has a single split 'train', got {split!r}")
-    arrays = read_npz(name, ("a", "b"))
-    a, b = arrays["a"], arrays["b"]
+    arrays = sources.read_npz(name, ("a", "b"))
+    a, b = (sources.npz_images(name, k, arrays[k]) for k in ("a", "b"))
     a, b = (b, a) if direction == "BtoA" else (a, b)
     return PairedArraySource(name, a, b)
   if os.path.isdir(name):

@@ -7,8 +7,19 @@
   `ImageFolderSource` (PNG/JPEG files, class subfolders as labels) and
   `TFDSSource` (``tfds.data_source`` over an ``array_record`` dataset; nothing
   is downloaded);
-* `DataError` / `DatasetNotPreparedError` -- what a source that cannot be
-  opened raises (one line, the fix named).
+* `image_folder_files` / `decode_image_files` -- the listing and the one
+  decoding pass of an image folder (shared with the paired A|B folders of
+  `jaxgan.data.paired`);
+* `read_npz` / `npz_images` -- ``.npz`` arrays read without pickles, and
+  uint8 or float images brought to uint8;
+* `DataError` / `DatasetNotPreparedError` / `MixedImageSizesError` -- what a
+  source that cannot be opened raises (one line, the fix named).
+
+Resizing (``image_size``): each image is center-cropped to a square of its
+short side, then resized to ``image_size`` x ``image_size`` with Pillow's
+bilinear filter, which is antialiased when downscaling (its support widens
+with the scale factor). Aspect ratio is kept; the long side's ends are cut
+(like torchvision's ``Resize(N)`` then ``CenterCrop(N)``).
 
 `jaxgan.data.images.make_source` chooses the source for a dataset name.
 """
@@ -63,6 +74,18 @@ class DatasetNotPreparedError(DataError):
   """A TFDS dataset is registered but not prepared in the given data_dir."""
 
 
+class MixedImageSizesError(DataError):
+  """An image folder holds images of different sizes and no target size was given.
+
+  Attributes:
+    problem: the message without its fix (which folder, two files and their sizes).
+  """
+
+  def __init__(self, problem: str, fix: str):
+    super().__init__(f"{problem}; {fix}")
+    self.problem = problem
+
+
 # --------------------------------------------------------------------------
 # Sources.
 
@@ -70,7 +93,15 @@ class DatasetNotPreparedError(DataError):
 class ImageSource:
   """Random-access uint8 images (and labels), with crop/resize/channels applied.
 
-  Subclasses implement ``__len__`` and ``_raw(index) -> (image, label)``.
+  Per example, in this order: the optional center ``crop``; when
+  ``image_size`` is given and the image is not already that size, a center
+  crop to a square of its short side and a bilinear resize to ``image_size``
+  x ``image_size`` (the module's resize rule); the channel conversion (gray ->
+  RGB repeats the channel, RGB -> gray takes Pillow's ITU-R 601-2 luma).
+
+  Subclasses implement ``__len__`` and ``_raw(index) -> (image, label)``;
+  ``native_shape`` may have ``None`` height and width (images of varying
+  size), which then needs ``image_size``.
 
   Attributes:
     name: what the source was made from.
@@ -205,8 +236,42 @@ def read_npz(path: str, required: tuple[str, ...], optional: tuple[str, ...] = (
     raise DataError(f"npz file {path} cannot be read ({reason}): {hint}") from None
 
 
+FLOAT_RANGES = "[0, 1] (read as uint8 round(255 x)) or [-1, 1] (read as round(127.5 (x + 1)))"
+
+
+def npz_images(path: str, key: str, images: np.ndarray) -> np.ndarray:
+  """The image array ``key`` of the ``.npz`` at ``path`` as uint8: uint8 as is, float mapped onto [0, 255].
+
+  Float images (any float dtype) must be finite and lie in [0, 1] or [-1, 1]:
+
+  * no value below 0: the range is [0, 1], ``u = round(255 x)``;
+  * any value below 0: the range is [-1, 1], ``u = round(127.5 (x + 1))``
+    (the inverse of `jaxgan.data.images.to_float`);
+
+  rounding half to even, computed in float64. NaN/Inf or a value outside
+  [-1, 1] is one `DataError` naming the file, the array, the range found and
+  the ranges accepted. Other dtypes are returned unchanged (the source then
+  refuses anything but uint8).
+  """
+  if not np.issubdtype(images.dtype, np.floating):
+    return images
+  where = f"npz file {path}: float array {key!r}"
+  if not np.isfinite(images).all():
+    bad = "NaN" if np.isnan(images).any() else "Inf"
+    raise DataError(f"{where} holds {bad}; float images must be finite and lie in {FLOAT_RANGES}")
+  low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+  if low < -1.0 or high > 1.0:
+    raise DataError(f"{where} has values in [{low:.6g}, {high:.6g}]; float images must lie in {FLOAT_RANGES}")
+  x = images.astype(np.float64)
+  scaled = x * 255.0 if low >= 0.0 else (x + 1.0) * 127.5
+  return np.rint(scaled).astype(np.uint8)
+
+
 class ArraySource(ImageSource):
-  """In-memory uint8 images (N, H, W, C) or (N, H, W), optional int labels (N,)."""
+  """In-memory uint8 images (N, H, W, C) or (N, H, W), optional int labels (N,).
+
+  (A ``.npz`` of float images is brought to uint8 by `npz_images` first.)
+  """
 
   def __init__(
     self, name: str, images: np.ndarray, labels: np.ndarray | None = None, num_classes: int | None = None, **kwargs
@@ -234,46 +299,27 @@ class ArraySource(ImageSource):
 
 
 class ImageFolderSource(ImageSource):
-  """PNG/JPEG files of one size, decoded lazily with Pillow.
+  """PNG/JPEG files, decoded lazily with Pillow.
 
   If ``root`` holds image files directly they are the (unlabelled) dataset.
   Otherwise each subfolder (sorted by name) is a class, labelled 0, 1, ...
   in that order, holding images anywhere below it.  Images are read as
-  grayscale when all of them are grayscale, else as RGB (alpha dropped).
+  grayscale when all of them are grayscale, else as RGB (alpha dropped,
+  palette and other modes converted by Pillow).
+
+  Every file is decoded once when the source is opened, so a bad one fails
+  then, named. Without ``image_size`` all images must have one size (else a
+  `MixedImageSizesError` naming two files of different sizes); with it,
+  images of any sizes are each brought to ``image_size`` x ``image_size`` by
+  the module's resize rule (center crop to a square of the short side, then
+  bilinear), so a folder of mixed sizes and aspect ratios is fine.
   """
 
   def __init__(self, root: str | os.PathLike, **kwargs):
     root = pathlib.Path(root)
-    direct = _image_files(root, recursive=False)
-    if direct:
-      files, labels, self.class_names = direct, None, None
-    else:
-      classes = [(d.name, _image_files(d, recursive=True)) for d in sorted(root.iterdir()) if d.is_dir()]
-      classes = [(n, f) for n, f in classes if f]
-      self.class_names = [n for n, _ in classes]
-      files = [p for _, f in classes for p in f]
-      labels = [i for i, (_, f) in enumerate(classes) for _ in f]
-    if not files:
-      raise DataError(
-        f"image folder {root} has no {'/'.join(_IMAGE_SUFFIXES)} images (directly or in class subfolders)"
-      )
-    sizes, gray = {}, True
-    for path in files:  # every file decoded once now: a bad one fails here, named, not mid-training
-      try:
-        with Image.open(path) as im:
-          im.load()
-          sizes.setdefault(im.size, path)
-          gray &= im.mode in ("1", "L", "LA")
-      except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot decode image {path} ({first_line(e)}): remove or replace the file") from None
-    if len(sizes) > 1:
-      (s0, p0), (s1, p1) = list(sizes.items())[:2]
-      raise DataError(
-        f"image folder {root} mixes image sizes: {p0.name} is "
-        f"{s0[1]}x{s0[0]} but {p1.name} is {s1[1]}x{s1[0]}; "
-        "all images must have the same size"
-      )
-    ((w, h),) = sizes
+    files, labels, self.class_names = image_folder_files(root)
+    sizes, gray = decode_image_files(root, files, mixed_sizes_ok=kwargs.get("image_size") is not None)
+    ((h, w),) = sizes if len(sizes) == 1 else ((None, None),)
     self._files, self._labels, self._mode = files, labels, "L" if gray else "RGB"
     super().__init__(str(root), (h, w, 1 if gray else 3), None if labels is None else len(self.class_names), **kwargs)
 
@@ -284,6 +330,51 @@ class ImageFolderSource(ImageSource):
     with Image.open(self._files[index]) as im:
       image = np.asarray(im.convert(self._mode))
     return image, None if self._labels is None else self._labels[index]
+
+
+def image_folder_files(root: pathlib.Path) -> tuple[list[pathlib.Path], list[int] | None, list[str] | None]:
+  """``(files, labels, class_names)`` of an image folder (see `ImageFolderSource`); no images is one `DataError`."""
+  direct = _image_files(root, recursive=False)
+  if direct:
+    return direct, None, None
+  classes = [(d.name, _image_files(d, recursive=True)) for d in sorted(root.iterdir()) if d.is_dir()]
+  classes = [(n, f) for n, f in classes if f]
+  files = [p for _, f in classes for p in f]
+  if not files:
+    raise DataError(f"image folder {root} has no {'/'.join(_IMAGE_SUFFIXES)} images (directly or in class subfolders)")
+  return files, [i for i, (_, f) in enumerate(classes) for _ in f], [n for n, _ in classes]
+
+
+def decode_image_files(
+  root: pathlib.Path, files: list[pathlib.Path], mixed_sizes_ok: bool
+) -> tuple[dict[tuple[int, int], pathlib.Path], bool]:
+  """Decodes every file once; returns ``{(height, width): first file of that size}`` and whether all are grayscale.
+
+  A file that cannot be decoded is one `DataError` naming it. Unless
+  ``mixed_sizes_ok``, a second size is a `MixedImageSizesError` naming the
+  first file and the first one of another size (raised as soon as it is
+  seen, before the rest are decoded).
+  """
+  sizes, gray = {}, True
+  for path in files:
+    try:
+      with Image.open(path) as im:
+        (w, h), mode = im.size, im.mode
+        mixed = not mixed_sizes_ok and bool(sizes) and (h, w) not in sizes
+        if not mixed:
+          im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+      raise DataError(f"cannot decode image {path} ({first_line(e)}): remove or replace the file") from None
+    if mixed:
+      ((h0, w0), first), *_ = sizes.items()
+      raise MixedImageSizesError(
+        f"image folder {root} mixes image sizes: {first.name} is {h0}x{w0} but {path.name} is {h}x{w}",
+        "pass --image_size=N (image_size=N) to resize every image to NxN at load "
+        "(center crop to a square, then bilinear)",
+      )
+    sizes.setdefault((h, w), path)
+    gray &= mode in ("1", "L", "LA")
+  return sizes, gray
 
 
 def _image_files(folder: pathlib.Path, recursive: bool) -> list[pathlib.Path]:

@@ -95,9 +95,14 @@ def open_dataset(
   training, unless --convert_data asks for the images to be resized (center
   crop to a square, bilinear) and their channels converted.
 
+  An image folder of mixed sizes has no size of its own: with --image_size
+  every image is resized to it at load (same rule; no --convert_data needed,
+  which still governs --channels), without it the run stops with the
+  `jaxgan.data.sources.MixedImageSizesError` naming two files.
+
   Raises:
     DataError: the dataset cannot be opened (unknown name, not prepared,
-      empty or mixed-size image folder, ...).
+      empty image folder, mixed-size image folder without --image_size, ...).
     ConfigError: the data and model shapes differ.
   """
   name, data_dir = cfg["dataset"], cfg.get("data_dir")
@@ -106,9 +111,14 @@ def open_dataset(
     raise images_lib.DataError(
       f"--dataset={name}: no such file or directory (a path must be an image folder or a .npz file)"
     )
-  source = _quietly(images_lib.make_source, name, split=split, data_dir=data_dir)
-  h, w, c = source.images_shape
   size, channels = int(cfg.get("image_size") or 0), int(cfg.get("channels") or 0)
+  try:
+    source = _quietly(images_lib.make_source, name, split=split, data_dir=data_dir)
+  except images_lib.MixedImageSizesError:
+    if not size:
+      raise
+    source = _quietly(images_lib.make_source, name, split=split, data_dir=data_dir, image_size=size)
+  h, w, c = source.images_shape
   if channels not in (0, 1, 3):
     raise ConfigError(f"--channels={channels}: use 1 (grayscale) or 3 (RGB)")
   model = (size or h, size or w, channels or c)
