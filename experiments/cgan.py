@@ -203,16 +203,19 @@ def main(argv):
   quick_key = jax.random.fold_in(seed_key, 2)
   stats_key = jax.random.fold_in(seed_key, 3)
 
-  def write_grid(st, path):
+  def write_grid(st, path, step):
     images = conditional.class_grid(st, config, grid_key, columns=FLAGS.grid_columns)
-    conditional.save_class_grid(path, images, num_classes, scale=scale)
+    title, ema = f"{NAME} {FLAGS.dataset}", st.ema_params is not None
+    labels = setup.info["class_labels"]
+    return conditional.class_grid_figure(path, images, labels, scale=scale, title=title, step=step, ema=ema)
 
   def sample_hook(st, step):
     st = conditional.sampling_state(st, config, stats_key)
-    write_grid(st, os.path.join(workdir, "samples", f"class_grid_{step:07d}.png"))
+    path = write_grid(st, os.path.join(workdir, "samples", f"class_grid_{step:07d}.png"), step)
     images, labels = sampling.sample_per_class(st, config, quick_key, FLAGS.eval_per_class)
     acc = clf.label_accuracy(features.logits_fn, images, labels, num_classes)["accuracy"]
     logging.info("step %d: label accuracy %.2f%% (%d samples)", step, 100 * acc, len(labels))
+    return [path]
 
   if FLAGS.eval_only:
     directory = os.path.join(workdir, trainer.CHECKPOINT_DIR)
@@ -228,7 +231,7 @@ def main(argv):
 
   # ---------------------------------------------------------------- final evaluation
   sampling_st = conditional.sampling_state(state, config, stats_key)
-  write_grid(sampling_st, os.path.join(workdir, "class_grid.png"))
+  write_grid(sampling_st, os.path.join(workdir, "class_grid.png"), int(state.step))
   results = evaluate(state, sampling_st, config, features, workdir, seed_key)
   if not FLAGS.eval_only:
     viz.loss_curves(
