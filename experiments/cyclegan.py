@@ -102,7 +102,7 @@ def main(argv):
       [x[:n] for x in (strip_a, fake_b, rec_a, strip_b, fake_a, rec_b)],
       scale=FLAGS.strip_scale,
       headers=("A", "G(A)", "F(G(A))", "B", "F(B)", "G(F(B))"),
-      title=f"{NAME} {FLAGS.dataset}, {'test' if FLAGS.evaluate else 'training'} images\nG: A->B, F: B->A",
+      title=f"{NAME} {FLAGS.dataset}\nG: A->B, F: B->A",
       step=step,
     )
     logging.info(
