@@ -204,8 +204,9 @@ def main(argv):
 
   def write_grid(sampling_st, path, step):
     images = samples.grid(sampling_st, FLAGS.grid_size)
-    del step
-    return conditional.save_class_grid(path, images, num_classes, scale=scale)
+    title, ema = f"{NAME} {FLAGS.dataset}", sampling_st.ema_params is not None
+    labels = setup.info["class_labels"]
+    return conditional.class_grid_figure(path, images, labels, scale=scale, title=title, step=step, ema=ema)
 
   def sample_hook(st, step):
     sampling_st = samples.state(st)
@@ -214,7 +215,7 @@ def main(argv):
       images, labels = samples.images(sampling_st, use_ema=reported_ema)
       acc = clf.label_accuracy(features.logits_fn, images, labels, num_classes)["accuracy"]
       logging.info("step %d: label accuracy %.2f%% (%d samples)", step, 100 * acc, len(labels))
-    return path
+    return [path]
 
   if FLAGS.eval_only:
     directory = os.path.join(workdir, trainer.CHECKPOINT_DIR)

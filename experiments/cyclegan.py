@@ -8,7 +8,7 @@ Trains G: A -> B and F: B -> A (ResNet generators) against two PatchGAN
 discriminators with the least-squares GAN loss, the cycle loss (lambda 10) and
 the identity loss (0.5 lambda), with a 50-image history pool per direction.
 ``--mode=train`` writes metrics.jsonl, checkpoints (rerunning resumes) and
-periodic strips under samples/ (rows a | G(a) | F(G(a)), then b | F(b) | G(F(b))
+periodic strips under samples/ (columns a | G(a) | F(G(a)) | b | F(b) | G(F(b))
 on held-out images), and at the end prints and writes eval_metrics.json: the
 held-out cycle-reconstruction errors mean |F(G(a)) - a| and mean |G(F(b)) - b|
 (on [-1, 1]). For ``digits_edges``, whose test images are paired, it also
@@ -105,8 +105,15 @@ def main(argv):
     fake_a = np.asarray(_translate(st, strip_b, "BtoA"))
     rec_a = np.asarray(_translate(st, fake_b, "BtoA"))
     rec_b = np.asarray(_translate(st, fake_a, "AtoB"))
-    cols = [np.concatenate([x, y]) for x, y in ((strip_a, strip_b), (fake_b, fake_a), (rec_a, rec_b))]
-    path = viz.strip_image(os.path.join(workdir, "samples", f"step_{step:07d}.png"), cols, scale=FLAGS.strip_scale)
+    n = min(len(strip_a), len(strip_b))
+    path = viz.strip_image(
+      os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+      [x[:n] for x in (strip_a, fake_b, rec_a, strip_b, fake_a, rec_b)],
+      scale=FLAGS.strip_scale,
+      headers=("A", "G(A)", "F(G(A))", "B", "F(B)", "G(F(B))"),
+      title=f"{NAME} {FLAGS.dataset}\nG: A->B, F: B->A",
+      step=step,
+    )
     logging.info(
       "step %d: strip %s (cycle error of these: A %.4f, B %.4f)",
       step,
@@ -114,6 +121,7 @@ def main(argv):
       float(np.mean(np.abs(rec_a - strip_a))),
       float(np.mean(np.abs(rec_b - strip_b))),
     )
+    return [path]
 
   state, wall = launch.train(setup, sample_hook=sample_hook)
 

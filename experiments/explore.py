@@ -120,8 +120,9 @@ def main(argv):
       os.path.join(out_dir, f"interp_{method}.png"),
       images,
       row_labels=row_labels,
-      title=f"{cfg['experiment']} {cfg['dataset']} step {int(state.step)}: "
-      f"{method} interpolation in z ({cfg['latent_dist']})",
+      title=f"{cfg['experiment']} {cfg['dataset']}\n{method} interpolation in z ({cfg['latent_dist']})",
+      step=int(state.step),
+      ema=st.ema_params is not None,
     )
     norms = np.linalg.norm(path_z, axis=-1)
     results["interpolation"][method] = {
@@ -164,8 +165,10 @@ def main(argv):
     groups,
     out,
     result_label=expected,
-    title=f"{cfg['experiment']} {cfg['dataset']}: mean z ({k} samples each) "
+    title=f"{cfg['experiment']} {cfg['dataset']}\nmean z ({k} samples each) "
     f"A - B + C, then +U(-{FLAGS.noise}, {FLAGS.noise}) noise",
+    step=int(state.step),
+    ema=st.ema_params is not None,
   )
   arith = {
     "rule": "A = heaviest-ink, B = lightest-ink samples of class_a; C = lightest-ink samples of class_b; "

@@ -109,7 +109,7 @@ def main(argv):
     real,
     samples,
     means=mixture.means_array(),
-    title=f"Metropolis ({FLAGS.init} start) {FLAGS.dataset}: {metrics}",
+    title=f"Metropolis ({FLAGS.init} start) {FLAGS.dataset}\n{metrics}",
     lim=lim,
   )
   print(

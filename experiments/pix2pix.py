@@ -120,11 +120,17 @@ def main(argv):
   def sample_hook(st, step):
     out = np.asarray(run_eval(st, strip_a))
     path = viz.strip_image(
-      os.path.join(workdir, "samples", f"step_{step:07d}.png"), [strip_a, out, strip_b], scale=FLAGS.strip_scale
+      os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+      [strip_a, out, strip_b],
+      scale=FLAGS.strip_scale,
+      headers=("input " + FLAGS.direction[0], "output G(input)", "target " + FLAGS.direction[-1]),
+      title=f"{NAME} {FLAGS.dataset}, {'held-out' if held_out is not None else 'training'} pairs\nG in eval mode",
+      step=step,
     )
     logging.info(
       "step %d: strip %s (held-out L1 of these %d: %.4f)", step, path, len(out), float(np.mean(np.abs(out - strip_b)))
     )
+    return [path]
 
   state, wall = launch.train(setup, sample_hook=sample_hook)
 

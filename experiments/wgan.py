@@ -72,16 +72,22 @@ def main(argv):
     _, st, eval_key = runs(st)[0]  # figures show the first seed's run
     fake = sample_points(st, config, eval_key, FLAGS.eval_samples, use_ema=True)
     m = modes.mode_metrics(fake, mixture.means_array(), mixture.std)
+    paths = []
     if jax.process_index() == 0:
-      viz.scatter_2d(
-        os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-        real_eval,
-        fake,
-        means=mixture.means_array(),
-        title=f"{FLAGS.dataset} step {step}: {m}",
-        lim=lim,
+      paths.append(
+        viz.scatter_2d(
+          os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+          real_eval,
+          fake,
+          means=mixture.means_array(),
+          title=f"{setup.experiment} {FLAGS.dataset}\n{m}",
+          step=step,
+          ema=st.ema_params is not None,
+          lim=lim,
+        )
       )
     logging.info("step %d: %s", step, m)
+    return paths
 
   state, wall = launch.train(setup, sample_hook=sample_hook)
 
@@ -116,6 +122,7 @@ def main(argv):
       os.path.join(workdir, "loss_curves.png"),
       keys=("d_loss", "g_loss", "wasserstein_estimate"),
       title=f"{setup.experiment} {FLAGS.dataset}",
+      ylabel="loss / critic's W1 estimate",
     )
   for r in per_run:
     m = r[r["reported"]]

@@ -107,7 +107,11 @@ class ImageSource:
     name: what the source was made from.
     images_shape: ``(H, W, C)`` of every returned image.
     num_classes: number of label classes, or None when there are no labels.
+    class_names: the name of each label (index = label) when the dataset
+      names its classes (image-folder subfolders, TFDS ClassLabel names), else None.
   """
+
+  class_names: list[str] | None = None
 
   def __init__(
     self,
@@ -418,6 +422,7 @@ class TFDSSource(ImageSource):
     num_classes = getattr(label, "num_classes", None) if label is not None else None
     if label is not None and num_classes is None:
       raise DataError(f"TFDS dataset {name!r}: 'label' is not a ClassLabel")
+    self.class_names = list(getattr(label, "names", None) or []) or None
     super().__init__(name, image.shape, num_classes, **kwargs)
 
   def __len__(self) -> int:

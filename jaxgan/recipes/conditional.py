@@ -8,17 +8,19 @@
   the training stream with labels.
 * `sampling_state` -- EMA parameters with BatchNorm statistics re-measured
   for them under class-balanced labels.
-* `class_grid` / `save_class_grid` -- the per-class sample grid of the cGAN
-  paper (Fig. 2) and of the seed's ``sample_image(n_row=10)``: row ``y`` holds
-  G(z_j, y) for columns j = 1..C, with the same z_j down each column, so a row
-  shows one class and a column one latent "style".
+* `class_grid` / `save_class_grid` / `class_grid_figure` -- the per-class
+  sample grid of the cGAN paper (Fig. 2) and of the seed's
+  ``sample_image(n_row=10)``: row ``y`` holds G(z_j, y) for columns j = 1..C,
+  with the same z_j down each column, so a row shows one class and a column
+  one latent "style" (raw pixels, or a figure with each row named by
+  `class_labels`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -132,6 +134,7 @@ def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
     return gan.init_state(config, seed=seed, **nets)
 
   info = {"source": source, "image_shape": image_shape, "num_classes": num_classes}
+  info["class_labels"] = class_labels(source.class_names, num_classes)
   seeds, data = (int(cfg["seed"]),), lambda: image_recipe.make_batches(source, cfg, keep_labels=True)
   return runs.Setup(experiment, "conditional", gan, dict(cfg), config, seeds, init_one, data, batch_axis=1, info=info)
 
@@ -170,5 +173,38 @@ def class_grid(
 
 
 def save_class_grid(path: str, images: np.ndarray, num_classes: int, scale: int = 1) -> str:
-  """Writes a `class_grid` as a PNG with one row per class."""
+  """Writes a `class_grid` as a PNG with one row per class (the raw pixels, no labels)."""
   return viz.save_image_grid(path, images, rows=num_classes, scale=scale)
+
+
+def class_labels(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+  """The row label of each class: its index, followed by its name when the dataset has one
+  that is not just the index ("3: cat" for CIFAR-10, "3" for MNIST or the digits)."""
+  names = list(class_names or [])
+  return [f"{y}: {names[y]}" if y < len(names) and str(names[y]) != str(y) else str(y) for y in range(num_classes)]
+
+
+def class_grid_figure(
+  path: str,
+  images: np.ndarray,
+  labels: Sequence[str],
+  *,
+  scale: int = 1,
+  title: str = "",
+  step: int | None = None,
+  ema: bool | None = None,
+) -> str:
+  """Writes a `class_grid` as a labelled figure: one row per class, named by ``labels``
+  (`class_labels`), one fixed z per column, titled with the step and generator."""
+  return viz.save_grid_figure(
+    path,
+    images,
+    rows=len(labels),
+    scale=scale,
+    title=title,
+    step=step,
+    ema=ema,
+    row_labels=labels,
+    row_title="class (y)",
+    col_title="one fixed z per column",
+  )

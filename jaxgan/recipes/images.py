@@ -317,6 +317,8 @@ class SampleWriter:
   ``..._raw.png`` from the raw generator), ``samples/pixels_step_NNNNNNN.png``
   (real vs generated pixel histograms) and ``loss_curves.png``; the first
   call also writes ``samples/real.png``, real images at the same scale.
+  The grids are `jaxgan.viz.grid_figure`s titled with the run, the step and
+  the generator (EMA or raw); a call returns the paths it wrote.
   """
 
   def __init__(self, workdir: str, name: str, cfg: Mapping[str, Any], config: gan.Config, real: np.ndarray):
@@ -325,35 +327,45 @@ class SampleWriter:
     self.eval_z = sampling.latents(cfg["seed"], EVAL_Z_TAG, len(real), config)
     self.scale = max(1, 512 // (cfg["grid_size"] * (real.shape[1] + 1)))
 
-  def __call__(self, state: GANState, step: int) -> None:
+  def __call__(self, state: GANState, step: int) -> list[str]:
+    """Writes the figures of ``step``; returns the paths of the PNGs written."""
     st = sampling_state(state, self.config, self.cfg["seed"])
     samples = os.path.join(self.workdir, SAMPLES_DIR)
-    rows = self.cfg["grid_size"]
+    rows, run = self.cfg["grid_size"], f"{self.name} {self.cfg['dataset']}"
+    ema = st.ema_params is not None
+    fixed_z, written = f"{run}\nthe same {rows**2} z at every step", []
     real_grid = os.path.join(samples, "real.png")
     if not os.path.exists(real_grid):
-      viz.save_image_grid(real_grid, self.real[: rows**2], rows, scale=self.scale)
-    viz.save_image_grid(
-      os.path.join(samples, f"step_{step:07d}.png"), sampling.generate(st, self.grid_z), rows, scale=self.scale
+      title = f"real {self.cfg['dataset']} images (training data)"
+      written.append(viz.save_grid_figure(real_grid, self.real[: rows**2], rows, scale=self.scale, title=title))
+    grid = sampling.generate(st, self.grid_z)
+    written.append(
+      viz.save_grid_figure(
+        os.path.join(samples, f"step_{step:07d}.png"), grid, rows, scale=self.scale, title=fixed_z, step=step, ema=ema
+      )
     )
-    if st.ema_params is not None:
-      viz.save_image_grid(
-        os.path.join(samples, f"step_{step:07d}_raw.png"),
-        sampling.generate(state, self.grid_z, use_ema=False),
-        rows,
-        scale=self.scale,
+    if ema:
+      written.append(
+        viz.save_grid_figure(
+          os.path.join(samples, f"step_{step:07d}_raw.png"),
+          sampling.generate(state, self.grid_z, use_ema=False),
+          rows,
+          scale=self.scale,
+          title=fixed_z,
+          step=step,
+          ema=False,
+        )
       )
     fake = sampling.generate(st, self.eval_z)
-    viz.pixel_histogram(
-      os.path.join(samples, f"pixels_step_{step:07d}.png"),
-      self.real,
-      fake,
-      title=f"{self.name} {self.cfg['dataset']} step {step}",
+    written.append(
+      viz.pixel_histogram(
+        os.path.join(samples, f"pixels_step_{step:07d}.png"), self.real, fake, title=run, step=step, ema=ema
+      )
     )
     metrics = os.path.join(self.workdir, trainer.METRICS_FILE)
     if os.path.exists(metrics) and os.path.getsize(metrics):
-      viz.loss_curves(
-        metrics, os.path.join(self.workdir, "loss_curves.png"), title=f"{self.name} {self.cfg['dataset']}"
-      )
+      written.append(viz.loss_curves(metrics, os.path.join(self.workdir, "loss_curves.png"), title=run))
+    return written
 
 
 # ---------------------------------------------------------------------------- evaluation
