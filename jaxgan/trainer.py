@@ -29,17 +29,19 @@ metrics have no ``finite`` is refused at its first iteration
   metrics transfer, which waits for the iterations). ETA = iterations left /
   that rate + for each of evaluation, save, hook and log line the mean
   duration so far times the number still to come (the final ones included;
-  nothing for a kind that has not run yet). ``elapsed_sec`` is the wall time since `fit` began. The
-  first log line of a process, when it is its first iteration, has no rate;
-* TensorBoard (``config.tensorboard``, on by default; tensorboardX): one event
-  file per process run in ``<workdir>/tensorboard``, written by process 0:
-  every number of a metrics.jsonl record but ``step`` as ``train/<name>``
-  (losses, ``train/g_lr``, ``train/steps_per_sec``...), every number of an
-  eval.jsonl record as ``eval/<name>``, and the PNG files a sample hook
-  returns as images ``samples/<tag>`` (`sample_image_tag`). A resumed run
-  writes a new file that starts with a purge marker at the restored step + 1,
-  so TensorBoard hides the earlier run's events from the steps that are
-  trained again (the restored step's own values stay);
+  nothing for a kind that has not run yet). ``elapsed_sec`` is the wall time
+  since the loop began (after restoring). The first log line of a process,
+  when it is its first iteration, has no ``steps_per_sec``;
+* TensorBoard (``config.tensorboard``, on by default): one event file per
+  `fit` call in ``<workdir>/tensorboard`` (tensorboardX's protobufs, written
+  and flushed by process 0 at each log line): every number of a metrics.jsonl
+  record but ``step`` as ``train/<name>`` (losses, ``train/g_lr``,
+  ``train/steps_per_sec``...), every number of an eval.jsonl record as
+  ``eval/<name>``, and the PNG files a sample hook returns as images
+  ``samples/<tag>`` (`sample_image_tag`). A resumed run's file starts with a
+  purge marker at the restored step + 1, so TensorBoard hides the earlier
+  run's events from the steps that are trained again (the restored step's
+  own values stay, as in metrics.jsonl);
 * NaN guard: every iteration's ``finite`` flag is checked before each log and
   each save, so a non-finite state is never checkpointed; training stops with
   the step and the network named, the last good checkpoint kept and the
@@ -101,6 +103,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -363,52 +366,78 @@ def prepare_workdir(workdir: str, lock: bool = False) -> str | tuple[str, Workdi
 
 
 class _TensorBoard:
-  """The run's TensorBoard event file in ``<workdir>/tensorboard`` (tensorboardX), written by process 0 only.
+  """The run's TensorBoard event file in ``<workdir>/tensorboard``, written by process 0 only.
 
-  Each `fit` opens a new file (named by time and pid, so a rerun never
-  overwrites one) that begins with tensorboardX's ``purge_step`` marker at
-  ``resume_step + 1``: TensorBoard then hides the events an earlier run wrote
-  from that step on, which this run trains again. Disabled, or on another
-  process, every method does nothing.
+  Each `fit` opens a new file (named by time, host and pid, so a rerun never
+  overwrites one) that begins, after its header, with the purge marker of
+  tensorboardX's ``SummaryWriter(purge_step=resume_step + 1)``: TensorBoard
+  then hides the events an earlier run wrote from that step on, which this
+  run trains again. The events are tensorboardX's protobufs in TFRecord
+  framing, written and flushed in the calling thread at each log line: a full
+  disk is an `OSError` there (so one `StorageError` line), never a dead
+  background writer that blocks training. Disabled, or on another process,
+  every method does nothing.
   """
 
   def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
-    self._writer = None
+    self._file = None
     if not enabled or jax.process_index() != 0:
       return
     try:
-      from tensorboardX import SummaryWriter
+      from tensorboardX import summary
+      from tensorboardX.proto import event_pb2
+      from tensorboardX.record_writer import masked_crc32c
     except ImportError:
       raise ConfigError(
         "TensorBoard logging needs tensorboardX (a jaxgan dependency): pip install 'tensorboardX>=2.6', or turn "
         "it off (TrainerConfig(tensorboard=False))"
       ) from None
-    self._writer = SummaryWriter(
-      os.path.join(workdir, TENSORBOARD_DIR),
-      purge_step=resume_step + 1,
-      flush_secs=30,
-      filename_suffix=f".{time.time_ns()}.{os.getpid()}",
-    )
+    self._summary, self._pb, self._crc = summary, event_pb2, masked_crc32c
+    directory = os.path.join(workdir, TENSORBOARD_DIR)
+    os.makedirs(directory, exist_ok=True)
+    name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{time.time_ns()}.{os.getpid()}"
+    self.path = os.path.join(directory, name)
+    self._file = open(self.path, "xb")
+    version = "brain.Event:2"
+    self._write(event_pb2.Event(wall_time=time.time(), file_version=version))
+    self._write(event_pb2.Event(wall_time=time.time(), step=resume_step + 1, file_version=version))
+    start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+    self._write(event_pb2.Event(wall_time=time.time(), step=resume_step + 1, session_log=start))
+    self._file.flush()
+
+  def _write(self, event: Any) -> None:
+    """One TFRecord: length (uint64 LE), its masked CRC-32C, the serialised event, its masked CRC-32C."""
+    data = event.SerializeToString()
+    header = struct.pack("<Q", len(data))
+    self._file.write(header + struct.pack("<I", self._crc(header)) + data + struct.pack("<I", self._crc(data)))
+
+  def _add(self, summaries: list, step: int) -> None:
+    for one in summaries:
+      self._write(self._pb.Event(wall_time=time.time(), step=step, summary=one))
+    self._file.flush()
 
   def scalars(self, prefix: str, record: dict) -> None:
     """Every number of ``record`` but ``step`` as ``<prefix>/<name>`` at ``record["step"]``."""
-    if self._writer is None:
+    if self._file is None:
       return
-    for k, v in record.items():
-      if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-        self._writer.add_scalar(f"{prefix}/{k}", v, record["step"])
+    numbers = {
+      k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    self._add([self._summary.scalar(f"{prefix}/{k}", float(v)) for k, v in numbers.items()], record["step"])
 
   def images(self, paths: list[str], step: int) -> None:
-    """Each PNG in ``paths`` as the image `sample_image_tag(path)` at ``step``."""
-    if self._writer is None:
+    """Each PNG in ``paths`` as the image `sample_image_tag(path)` at ``step`` (HWC uint8)."""
+    if self._file is None or not paths:
       return
-    for path in paths:
-      self._writer.add_image(sample_image_tag(path), _read_image(path), step, dataformats="HWC")
+    self._add([self._summary.image(sample_image_tag(p), _read_image(p), dataformats="HWC") for p in paths], step)
 
   def close(self) -> None:
-    if self._writer is not None:
-      self._writer.close()
-      self._writer = None
+    if self._file is not None:
+      try:
+        self._file.close()
+      except OSError:
+        pass  # everything was flushed at the last log line; a failing close must not hide the error in flight
+      self._file = None
 
 
 _STEP_SUFFIX = re.compile(r"(^|_)(step_?)?\d+$")

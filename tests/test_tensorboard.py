@@ -7,22 +7,25 @@ TFRecord framing (8-byte little-endian length, 4-byte length CRC, the data,
 4-byte data CRC), each record an ``Event``.
 """
 
+import errno
 import functools
 import io
 import json
 import os
 import struct
 import time
+from unittest import mock
 
 import numpy as np
 import optax
 import pytest
 from PIL import Image
 from tensorboardX.proto import event_pb2
+from tensorboardX.record_writer import masked_crc32c
 
 from jaxgan import optimizers, parallel, regularizers, trainer
 from jaxgan.data import toy
-from jaxgan.errors import ConfigError
+from jaxgan.errors import ConfigError, StorageError
 from jaxgan.families import gan
 from jaxgan.models.mlp import ToyCritic, ToyGenerator
 from jaxgan.state import create_gan_state
@@ -95,13 +98,15 @@ def _fit(workdir, num_steps=8, tensorboard=True, **kwargs):
 
 
 def read_events(path):
-  """Every `Event` of one TensorBoard event file (TFRecord framing, CRCs not checked)."""
+  """Every `Event` of one TensorBoard event file: TFRecords, both masked CRC-32Cs checked."""
   events = []
   with open(path, "rb") as f:
     while header := f.read(12):
       (length,) = struct.unpack("<Q", header[:8])
-      events.append(event_pb2.Event.FromString(f.read(length)))
-      f.read(4)
+      assert struct.unpack("<I", header[8:])[0] == masked_crc32c(header[:8])
+      data = f.read(length)
+      assert struct.unpack("<I", f.read(4))[0] == masked_crc32c(data)
+      events.append(event_pb2.Event.FromString(data))
   return events
 
 
@@ -220,6 +225,13 @@ def test_rate_leaves_out_the_first_iteration_evaluation_saves_and_hooks(tmp_path
   assert [r["step"] for r in metrics] == [4, 8]
   assert metrics[-1]["elapsed_sec"] > 4.0  # the sleeps before step 8's log line happened: 2 + 1 + 1
   assert metrics[-1]["steps_per_sec"] > 5.0, metrics
+
+
+def test_a_failing_event_write_is_one_storage_error(tmp_path):
+  full = OSError(errno.ENOSPC, "No space left on device")
+  with mock.patch.object(trainer._TensorBoard, "_add", side_effect=full):
+    with pytest.raises(StorageError, match="at iteration 1 .*no space left on device.*rerun the same command"):
+      _fit(tmp_path / "run", num_steps=4)
 
 
 class FakeClock:
