@@ -36,7 +36,7 @@ import numpy as np
 from absl import flags, logging
 
 from jaxgan import checkpoint as checkpoint_lib
-from jaxgan import evaluation, recipes, runs, sampling, storage, trainer, viz
+from jaxgan import evaluation, recipes, runs, sampling, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.errors import CheckpointError
 from jaxgan.families import gan
@@ -146,7 +146,7 @@ def evaluate(state, samples: ClassSamples, features: clf.ClassifierFeatures | No
         ),
         "pixel_value_w1": viz.pixel_value_w1(real, images),
       }
-    storage.dump_json(os.path.join(workdir, RESULTS_FILE), results)
+    launch.write_results(launch.resolved_flags(), os.path.join(workdir, RESULTS_FILE), results)
     return results
   classifier_info = features.info
   real_x, real_y = clf.dataset_arrays(FLAGS.dataset, "train", FLAGS.data_dir)
@@ -175,7 +175,7 @@ def evaluate(state, samples: ClassSamples, features: clf.ClassifierFeatures | No
     acc["intra_class_diversity"] = clf.intra_class_diversity(fake_feats, labels, config.num_classes)
     results[label] = acc
   results["accuracy"] = results[results["reported"]]["accuracy"]
-  storage.dump_json(os.path.join(workdir, RESULTS_FILE), results)
+  launch.write_results(launch.resolved_flags(), os.path.join(workdir, RESULTS_FILE), results)
   return results
 
 

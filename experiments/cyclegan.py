@@ -28,7 +28,7 @@ import numpy as np
 import translation
 from absl import flags, logging
 
-from jaxgan import evaluation, recipes, sampling, storage, trainer, viz
+from jaxgan import evaluation, recipes, sampling, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.data import paired
 from jaxgan.errors import ConfigError
@@ -140,8 +140,8 @@ def main(argv):
   results["cycle_error"] = 0.5 * (results["cycle_error_a"] + results["cycle_error_b"])
   if "l1_g_vs_true_b" in scores:
     results["l1_identity"] = floor["l1_g_vs_true_b"][0]
+  launch.write_results(setup.cfg, os.path.join(workdir, "eval_metrics.json"), results)
   if jax.process_index() == 0:
-    storage.dump_json(os.path.join(workdir, "eval_metrics.json"), results)
     viz.loss_curves(
       os.path.join(workdir, trainer.METRICS_FILE),
       os.path.join(workdir, "loss_curves.png"),

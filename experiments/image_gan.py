@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 
 import flag_groups
-import jax
 import launch
 from absl import logging
 
-from jaxgan import evaluation, recipes, storage
+from jaxgan import evaluation, recipes
 from jaxgan.errors import ConfigError
 from jaxgan.recipes import images as image_recipe
 
@@ -78,8 +77,7 @@ def train(name: str, cfg: dict | None = None) -> dict:
   state, wall = launch.train(setup, sample_hook=hook, eval_fn=eval_fn, best_metric=best_metric, best_mode=best_mode)
   results = image_recipe.pixel_report(state, cfg, config, source)
   results["wall_time_sec_this_process"] = wall
-  if jax.process_index() == 0:
-    storage.dump_json(os.path.join(workdir, EVAL_FILE), results)
+  launch.write_results(cfg, os.path.join(workdir, EVAL_FILE), results)
   g = results["generated"]
   line = (
     f"{name} {cfg['dataset']} step {results['step']}: pixel FD "

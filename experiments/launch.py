@@ -33,10 +33,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jax
 from absl import app, flags, logging
 
-from jaxgan import parallel, trainer
+from jaxgan import parallel, storage, trainer
 from jaxgan.errors import ConfigError, JaxganError
+from jaxgan.recipes import gan_settings
 
 FLAGS = flags.FLAGS
 
@@ -330,6 +332,7 @@ def train(
     eval_every=cfg.get("eval_every", 0) or 0,
     max_skipped_fraction=cfg.get("max_skipped_fraction", 0.5),
     allow_flag_changes=bool(cfg.get("allow_flag_changes", False)),
+    tensorboard=bool(cfg.get("tensorboard", True)),
   )
   if eval_fn is None and best_metric is not None:
     raise ConfigError(f"--best_metric={best_metric} needs --eval_every")
@@ -350,8 +353,23 @@ def train(
       best_metric=best_metric,
       best_mode=best_mode,
       neutral_flags=neutral_flags(cfg),
+      learning_rates=gan_settings.learning_rates(cfg),
     )
   finally:
     if hasattr(data, "close"):
       data.close()
   return state, time.perf_counter() - start
+
+
+def write_results(cfg: dict, path: str, results: dict) -> None:
+  """A script's final evaluation: ``results`` as JSON at ``path`` and its numbers as TensorBoard ``eval/`` scalars.
+
+  Process 0 writes both; ``results["step"]`` is the TensorBoard step;
+  --notensorboard writes only the JSON.
+  """
+  if jax.process_index() != 0:
+    return
+  storage.dump_json(path, results)
+  trainer.write_scalars(
+    os.path.abspath(cfg["workdir"]), results["step"], results, enabled=bool(cfg.get("tensorboard", True))
+  )

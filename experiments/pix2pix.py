@@ -25,7 +25,7 @@ import numpy as np
 import translation
 from absl import flags, logging
 
-from jaxgan import evaluation, recipes, sampling, storage, trainer, viz
+from jaxgan import evaluation, recipes, sampling, trainer, viz
 from jaxgan.data import images as images_lib
 from jaxgan.data import paired
 from jaxgan.errors import ConfigError
@@ -151,8 +151,8 @@ def main(argv):
       l1_model_paper=scores["l1_paper"][0],
       l1_identity=floor["l1_eval"][0],
     )
+  launch.write_results(setup.cfg, os.path.join(workdir, "eval_metrics.json"), results)
   if jax.process_index() == 0:
-    storage.dump_json(os.path.join(workdir, "eval_metrics.json"), results)
     viz.loss_curves(
       os.path.join(workdir, trainer.METRICS_FILE),
       os.path.join(workdir, "loss_curves.png"),

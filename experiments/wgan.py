@@ -19,7 +19,7 @@ import launch
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import recipes, sampling, storage, trainer, viz
+from jaxgan import recipes, sampling, trainer, viz
 from jaxgan.data import toy
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
@@ -115,8 +115,8 @@ def main(argv):
     for key in ("modes_captured", "high_quality_percent", "reverse_kl"):
       values = [r[r["reported"]][key] for r in per_run]
       results[f"{key}_mean"], results[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+  launch.write_results(setup.cfg, os.path.join(workdir, "mode_metrics.json"), results)
   if jax.process_index() == 0:
-    storage.dump_json(os.path.join(workdir, "mode_metrics.json"), results)
     viz.loss_curves(
       os.path.join(workdir, trainer.METRICS_FILE),
       os.path.join(workdir, "loss_curves.png"),

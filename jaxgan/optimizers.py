@@ -8,12 +8,16 @@
 * `make_optimizer` -- Adam (Kingma & Ba, 2015) or RMSProp (the WGAN paper's
   choice for the clipped critic) with that rate, and optionally the critic's
   weight clipping (`jaxgan.regularizers.clip_weights`) chained after it.
+* `rate_at_iteration` -- that rate as a host-side function of the training
+  iteration, for logging (`jaxgan.trainer.fit`'s ``learning_rates``).
 
 Schedules count the network's own optimiser updates: a critic trained
 ``n_critic`` times per iteration sees ``n_critic`` times as many.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import optax
 
@@ -75,3 +79,21 @@ def make_optimizer(
   if clip_value:
     tx = optax.chain(tx, regularizers.clip_weights(clip_value))
   return tx
+
+
+def rate_at_iteration(lr: float | optax.Schedule, updates_per_iteration: int = 1) -> Callable[[int], float]:
+  """The learning rate of one network after ``step`` training iterations, as a python float.
+
+  ``lr`` is a constant or an optax schedule over that network's own updates
+  (what `learning_rate` returns). A network updated k = ``updates_per_iteration``
+  times per iteration (a critic with ``n_critic`` = k) has made k * step updates
+  after ``step`` iterations, so the returned function is
+  step -> lr(k * step): the rate its next update applies. For logging only
+  (`jaxgan.trainer.fit`'s ``learning_rates``); training never calls it.
+  """
+  if isinstance(updates_per_iteration, bool) or not isinstance(updates_per_iteration, int) or updates_per_iteration < 1:
+    raise ConfigError(f"updates_per_iteration must be an integer >= 1, got {updates_per_iteration!r}")
+  if not callable(lr):
+    rate = float(lr)
+    return lambda step: rate
+  return lambda step: float(lr(int(step) * updates_per_iteration))

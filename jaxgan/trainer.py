@@ -17,9 +17,31 @@ metrics have no ``finite`` is refused at its first iteration
   the end. A run killed at any moment (SIGKILL included) and restarted with
   the same command ends with the same bits as an uninterrupted run;
 * logging: metrics stay on device until a log step, then one transfer writes
-  ``metrics.jsonl`` (and TensorBoard events when tensorboardX is installed) and a
-  progress line with it/s and ETA. On resume the records after the restored
-  step (and a line cut short by a kill) are dropped with an atomic rewrite;
+  ``metrics.jsonl`` and a progress line with it/s and ETA. On resume the
+  records after the restored step (and a line cut short by a kill) are
+  dropped with an atomic rewrite. ``learning_rates`` ({name: step -> rate},
+  e.g. from `jaxgan.optimizers.rate_at_iteration`) adds each network's rate at
+  the logged step to the record;
+* progress: ``steps_per_sec`` is the steady training rate of this process,
+  measured from the end of its first iteration (the one that compiles: the
+  trainer waits for its metrics once) and without the time spent in
+  evaluation, checkpoint saves, sample hooks and writing log lines (after the
+  metrics transfer, which waits for the iterations). ETA = iterations left /
+  that rate + for each of evaluation, save, hook and log line the mean
+  duration so far times the number still to come (the final ones included;
+  nothing for a kind that has not run yet). ``elapsed_sec`` is the wall time
+  since the loop began (after restoring). The first log line of a process,
+  when it is its first iteration, has no ``steps_per_sec``;
+* TensorBoard (``config.tensorboard``, on by default): one event file per
+  `fit` call in ``<workdir>/tensorboard`` (tensorboardX's protobufs, written
+  and flushed by process 0 at each log line): every number of a metrics.jsonl
+  record but ``step`` as ``train/<name>`` (losses, ``train/g_lr``,
+  ``train/steps_per_sec``...), every number of an eval.jsonl record as
+  ``eval/<name>``, and the PNG files a sample hook returns as images
+  ``samples/<tag>`` (`sample_image_tag`). A resumed run's file starts with a
+  purge marker at the restored step + 1, so TensorBoard hides the earlier
+  run's events from the steps that are trained again (the restored step's
+  own values stay, as in metrics.jsonl);
 * NaN guard: every iteration's ``finite`` flag is checked before each log and
   each save, so a non-finite state is never checkpointed; training stops with
   the step and the network named, the last good checkpoint kept and the
@@ -52,7 +74,9 @@ metrics have no ``finite`` is refused at its first iteration
   ``flags.json`` is rewritten, so it always describes the checkpoints;
 * multi-process: every process runs `fit` (collectives and orbax saves need all
   of them); only process 0 writes metrics, flags.json and JSON reports;
-* hooks: ``sample_hook(state, step)`` writes figures every ``sample_every``;
+* hooks: ``sample_hook(state, step)`` writes figures every ``sample_every``
+  and at the end; it may return the path (or a list of paths) of the PNG
+  files it wrote, which go to TensorBoard;
 * evaluation: ``eval_fn(state, step) -> {name: number}`` runs every
   ``eval_every`` iterations and at the end, after the NaN check and before that
   step's checkpoint; each result is one line of ``eval.jsonl`` (dropped on
@@ -70,16 +94,19 @@ metrics have no ``finite`` is refused at its first iteration
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import errno
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
+import struct
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -99,19 +126,20 @@ CORRUPT_DIR = "checkpoints_corrupt"
 FLAGS_FILE = "flags.json"
 FLAGS_HISTORY_FILE = "flags_history.jsonl"
 LOCK_FILE = ".jaxgan.lock"
+TENSORBOARD_DIR = "tensorboard"
 
 # Flags that cannot change the training trajectory: a resumed run may change them freely.
 NEUTRAL_FLAGS = frozenset({
   "num_steps", "log_every", "checkpoint_every", "sample_every", "eval_every", "keep_checkpoints",
   "workdir", "data_dir", "num_devices", "coordinator_address", "num_processes", "process_id", "distributed",
-  "allow_flag_changes",
+  "allow_flag_changes", "tensorboard",
 })  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
   """How long to train and how often to log, checkpoint, draw figures and evaluate (``eval_every``, 0: only
-  at the end, when `fit` is given an ``eval_fn``)."""
+  at the end, when `fit` is given an ``eval_fn``); ``tensorboard``: write TensorBoard event files too."""
 
   workdir: str
   num_steps: int
@@ -123,6 +151,7 @@ class TrainerConfig:
   eval_every: int = 0
   max_skipped_fraction: float = 0.5
   allow_flag_changes: bool = False
+  tensorboard: bool = True
 
   def __post_init__(self):
     if self.num_steps < 0:
@@ -336,17 +365,191 @@ def prepare_workdir(workdir: str, lock: bool = False) -> str | tuple[str, Workdi
   return (workdir, held) if lock else workdir
 
 
+class _TensorBoard:
+  """The run's TensorBoard event file in ``<workdir>/tensorboard``, written by process 0 only.
+
+  Each `fit` opens a new file (named by time, host and pid, so a rerun never
+  overwrites one) that begins, after its header, with the purge marker of
+  tensorboardX's ``SummaryWriter(purge_step=resume_step + 1)``: TensorBoard
+  then hides the events an earlier run wrote from that step on, which this
+  run trains again. The events are tensorboardX's protobufs in TFRecord
+  framing, written and flushed in the calling thread at each log line: a full
+  disk is an `OSError` there (so one `StorageError` line), never a dead
+  background writer that blocks training. Disabled, or on another process,
+  every method does nothing.
+  """
+
+  def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
+    self._file = None
+    if not enabled or jax.process_index() != 0:
+      return
+    try:
+      from tensorboardX import summary
+      from tensorboardX.proto import event_pb2
+      from tensorboardX.record_writer import masked_crc32c
+    except ImportError:
+      raise ConfigError(
+        "TensorBoard logging needs tensorboardX (a jaxgan dependency): pip install 'tensorboardX>=2.6', or turn "
+        "it off (TrainerConfig(tensorboard=False))"
+      ) from None
+    self._summary, self._pb, self._crc = summary, event_pb2, masked_crc32c
+    directory = os.path.join(workdir, TENSORBOARD_DIR)
+    os.makedirs(directory, exist_ok=True)
+    name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{time.time_ns()}.{os.getpid()}"
+    self.path = os.path.join(directory, name)
+    self._file = open(self.path, "xb")
+    version = "brain.Event:2"
+    self._write(event_pb2.Event(wall_time=time.time(), file_version=version))
+    self._write(event_pb2.Event(wall_time=time.time(), step=resume_step + 1, file_version=version))
+    start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+    self._write(event_pb2.Event(wall_time=time.time(), step=resume_step + 1, session_log=start))
+    self._file.flush()
+
+  def _write(self, event: Any) -> None:
+    """One TFRecord: length (uint64 LE), its masked CRC-32C, the serialised event, its masked CRC-32C."""
+    data = event.SerializeToString()
+    header = struct.pack("<Q", len(data))
+    self._file.write(header + struct.pack("<I", self._crc(header)) + data + struct.pack("<I", self._crc(data)))
+
+  def _add(self, summaries: list, step: int) -> None:
+    for one in summaries:
+      self._write(self._pb.Event(wall_time=time.time(), step=step, summary=one))
+    self._file.flush()
+
+  def scalars(self, prefix: str, record: dict) -> None:
+    """Every number of ``record`` but ``step`` as ``<prefix>/<name>`` at ``record["step"]``."""
+    if self._file is None:
+      return
+    numbers = {
+      k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    self._add([self._summary.scalar(f"{prefix}/{k}", float(v)) for k, v in numbers.items()], record["step"])
+
+  def images(self, paths: list[str], step: int) -> None:
+    """Each PNG in ``paths`` as the image `sample_image_tag(path)` at ``step`` (HWC uint8)."""
+    if self._file is None or not paths:
+      return
+    self._add([self._summary.image(sample_image_tag(p), _read_image(p), dataformats="HWC") for p in paths], step)
+
+  def close(self) -> None:
+    if self._file is not None:
+      try:
+        self._file.close()
+      except OSError:
+        pass  # everything was flushed at the last log line; a failing close must not hide the error in flight
+      self._file = None
+
+
+def flat_numbers(results: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+  """Every number in a nested results dict, named by its path: ``{"ema": {"fid": 3.0}}`` -> ``{"ema/fid": 3.0}``.
+
+  Lists of dicts are indexed (``runs/0/...``); strings, booleans, None and
+  other lists are left out.
+  """
+  out = {}
+  for key, value in results.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      out.update(flat_numbers(value, name + "/"))
+    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Mapping) for v in value):
+      for i, item in enumerate(value):
+        out.update(flat_numbers(item, f"{name}/{i}/"))
+    elif isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
+      out[name] = float(value)
+  return out
+
+
+def write_scalars(
+  workdir: str, step: int, results: Mapping[str, Any], prefix: str = "eval", enabled: bool = True
+) -> None:
+  """Appends the numbers of ``results`` (`flat_numbers`) to the run's TensorBoard as ``<prefix>/<name>`` at ``step``.
+
+  For what a script computes after `fit` returns (a final evaluation): one
+  more event file in ``<workdir>/tensorboard``, written by process 0 only;
+  ``enabled=False`` (``TrainerConfig.tensorboard`` off) writes nothing.
+  """
+  if not enabled or jax.process_index() != 0:
+    return
+  try:
+    board = _TensorBoard(workdir, int(step), enabled=True)
+    try:
+      board.scalars(prefix, {**flat_numbers(results), "step": int(step)})
+    finally:
+      board.close()
+  except OSError as e:
+    directory = os.path.join(workdir, TENSORBOARD_DIR)
+    raise StorageError(
+      f"could not write TensorBoard events to {directory} ({storage.os_reason(e)}): free space or fix the directory "
+      "and rerun the same command (it resumes and evaluates again)"
+    ) from None
+
+
+_STEP_SUFFIX = re.compile(r"(^|_)(step_?)?\d+$")
+
+
+def sample_image_tag(path: str | os.PathLike) -> str:
+  """The TensorBoard tag of a sample figure: ``samples/`` + its file stem without a step suffix.
+
+  The suffix is a trailing ``_<digits>`` or ``step_<digits>`` (or a stem that
+  is only digits); when nothing is left the parent folder's name is used:
+  ``samples/class_grid_0000100.png`` -> ``samples/class_grid``,
+  ``samples/step_0000100.png`` -> ``samples/samples``, ``grids/grid.png`` ->
+  ``samples/grid``. One tag per figure, so TensorBoard shows its steps on one
+  slider.
+  """
+  path = os.fspath(path)
+  stem = _STEP_SUFFIX.sub("", os.path.splitext(os.path.basename(path))[0])
+  return "samples/" + (stem or os.path.basename(os.path.dirname(os.path.abspath(path))) or "sample")
+
+
+def _read_image(path: str) -> np.ndarray:
+  """An image file as HWC uint8 (RGB, or RGBA when it has transparency)."""
+  from PIL import Image
+
+  try:
+    with Image.open(path) as image:
+      alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+      return np.asarray(image.convert("RGBA" if alpha else "RGB"))
+  except (OSError, ValueError) as e:
+    raise ConfigError(
+      f"sample_hook returned {path}, which is not a readable image ({e}): return the paths of the PNG files it "
+      "wrote, or None"
+    ) from None
+
+
+def _hook_paths(returned: Any) -> list[str]:
+  """The paths a sample hook returned: None, one path, or a list / tuple of paths."""
+  if returned is None:
+    return []
+  items = list(returned) if isinstance(returned, (list, tuple)) else [returned]
+  for item in items:
+    if not isinstance(item, (str, os.PathLike)):
+      raise ConfigError(
+        f"sample_hook returned {type(returned).__name__} {returned!r:.80}: return None, the path of a PNG it "
+        "wrote, or a list of such paths"
+      )
+  return [os.fspath(item) for item in items]
+
+
 class _MetricsWriter:
-  """Appends JSON lines (and TensorBoard scalars if tensorboardX is importable).
+  """Appends JSON lines, and their numbers to TensorBoard as ``<prefix>/<name>`` when given a `_TensorBoard`.
 
   On resume, records after ``resume_step`` and any line cut short by a kill
   are dropped; the rewrite is atomic (temp file + rename). Only process 0
   writes; other processes get a writer that does nothing.
   """
 
-  def __init__(self, workdir: str, resume_step: int, filename: str = METRICS_FILE, tensorboard: bool = True):
+  def __init__(
+    self,
+    workdir: str,
+    resume_step: int,
+    filename: str = METRICS_FILE,
+    tensorboard: _TensorBoard | None = None,
+    prefix: str = "train",
+  ):
     self.path = os.path.join(workdir, filename)
-    self._file = self._tb = None
+    self._file = None
+    self._tb, self._prefix = tensorboard, prefix
     if jax.process_index() != 0:
       return
     if os.path.exists(self.path):
@@ -359,14 +562,6 @@ class _MetricsWriter:
           f.writelines(kept)
         os.replace(tmp, self.path)
     self._file = open(self.path, "a")
-    if not tensorboard:
-      return
-    try:
-      from tensorboardX import SummaryWriter  # optional
-
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    except ImportError:
-      self._tb = None
 
   def write(self, record: dict) -> None:
     if self._file is None:
@@ -374,9 +569,7 @@ class _MetricsWriter:
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
     if self._tb is not None:
-      for k, v in record.items():
-        if k != "step" and isinstance(v, (int, float)):
-          self._tb.add_scalar(k, v, record["step"])
+      self._tb.scalars(self._prefix, record)
 
   def close(self) -> None:
     if self._file is not None:
@@ -384,8 +577,81 @@ class _MetricsWriter:
         self._file.close()
       except OSError:
         pass
-    if self._tb is not None:
-      self._tb.close()
+
+
+class _Progress:
+  """Training speed and time left, measured from the end of this process's first iteration.
+
+  The first iteration compiles the step, so it is left out: `first_iteration_done`
+  starts the clock once its metrics are ready. Time inside `paused` (evaluation,
+  saves, sample hooks, the host's work on a log line after the metrics arrived)
+  is left out of the rate and averaged per kind for the ETA.
+  """
+
+  KINDS = ("eval", "save", "hook", "log")
+
+  def __init__(self, config: TrainerConfig, clock: Callable[[], float] = time.perf_counter):
+    self._config, self._clock = config, clock
+    self.started = clock()
+    self._first_step: int | None = None
+    self._first_time = 0.0
+    self._paused = 0.0  # seconds paused since the first iteration ended
+    self._totals = dict.fromkeys(self.KINDS, 0.0)
+    self._counts = dict.fromkeys(self.KINDS, 0)
+
+  def first_iteration_done(self, step: int) -> None:
+    self._first_step, self._first_time, self._paused = step, self._clock(), 0.0
+
+  @contextlib.contextmanager
+  def paused(self, kind: str) -> Iterator[None]:
+    began = self._clock()
+    try:
+      yield
+    finally:
+      seconds = self._clock() - began
+      self._paused += seconds
+      self._totals[kind] += seconds
+      self._counts[kind] += 1
+
+  def elapsed(self) -> float:
+    return self._clock() - self.started
+
+  def rate(self, step: int) -> float | None:
+    """Iterations per second of training since the first iteration ended (None until one more is done)."""
+    if self._first_step is None or step <= self._first_step:
+      return None
+    seconds = self._clock() - self._first_time - self._paused
+    return (step - self._first_step) / max(seconds, 1e-9)
+
+  def eta(self, step: int, rate: float | None) -> float | None:
+    """Seconds left after the log line at ``step`` (its own evaluation, save and hook still to come)."""
+    if rate is None:
+      return None
+    config = self._config
+    left = (config.num_steps - step) / max(rate, 1e-9)
+    every = {
+      "eval": config.eval_every,
+      "save": config.checkpoint_every,
+      "hook": config.sample_every,
+      "log": config.log_every,
+    }
+    for kind in self.KINDS:
+      if self._counts[kind]:
+        first = step + 1 if kind == "log" else step  # this log line is being written; the rest of step is to come
+        left += self._totals[kind] / self._counts[kind] * events_left(every[kind], first, config.num_steps)
+    return left
+
+
+def events_left(every: int, step: int, num_steps: int) -> int:
+  """How many of the steps ``step..num_steps`` have an event that runs every ``every`` steps and at the end.
+
+  Every multiple of ``every`` (none for 0) and ``num_steps`` itself: the
+  evaluations, saves or sample hooks still to come at a log line of ``step``.
+  """
+  if step > num_steps:
+    return 0
+  multiples = num_steps // every - (step - 1) // every if every else 0
+  return multiples + (0 if every and num_steps % every == 0 else 1)
 
 
 def _record_step(line: str) -> int | None:
@@ -504,11 +770,12 @@ def fit(
   run_flags: dict | None = None,
   mesh=None,
   batch_axis: int | None = None,
-  sample_hook: Callable[[Any, int], None] | None = None,
+  sample_hook: Callable[[Any, int], Any] | None = None,
   eval_fn: Callable[[Any, int], dict] | None = None,
   best_metric: str | None = None,
   best_mode: str = "min",
   neutral_flags: Collection[str] = NEUTRAL_FLAGS,
+  learning_rates: Mapping[str, Callable[[int], float]] | None = None,
 ) -> Any:
   """Trains ``state`` to ``config.num_steps`` iterations, resuming from ``workdir``.
 
@@ -526,7 +793,10 @@ def fit(
       `CompiledStep`'s, else 1; 1 when they
       carry a leading n_critic axis).
     sample_hook: called as ``sample_hook(state, step)`` every ``sample_every``
-      iterations and at the end.
+      iterations and at the end. It returns None, or the path (a str or
+      os.PathLike, or a list / tuple of them) of each PNG file it wrote: with
+      ``config.tensorboard`` each becomes the TensorBoard image
+      `sample_image_tag(path)` at ``step``. Its time is left out of the rate.
     eval_fn: called as ``eval_fn(state, step) -> {name: number}`` every
       ``config.eval_every`` iterations (0: only at the end) and at the end;
       every result is appended to ``eval.jsonl``. It must not change ``state``
@@ -536,6 +806,13 @@ def fit(
     best_mode: ``"min"`` (lower is better) or ``"max"``.
     neutral_flags: the ``run_flags`` a resumed run may change without
       ``config.allow_flag_changes`` (see the module docstring).
+    learning_rates: {name: function of the iteration count returning that
+      network's learning rate}, e.g. ``{"g_lr": ..., "d_lr": ...}`` built with
+      `jaxgan.optimizers.rate_at_iteration` (a critic updated n_critic times
+      per iteration: ``rate_at_iteration(d_lr, n_critic)``). At each log line
+      of step s, ``record[name] = float(fn(s))`` goes into metrics.jsonl and
+      TensorBoard (``train/<name>``). Host-side python, called at log lines
+      only; a name may not be ``step`` nor a metric of the train step.
 
   Returns:
     The final state.
@@ -548,6 +825,12 @@ def fit(
     raise ConfigError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
   if best_metric is not None and eval_fn is None:
     raise ConfigError(f"best_metric={best_metric!r} needs an eval_fn (and eval_every) to compute it")
+  learning_rates = dict(learning_rates or {})
+  for key, fn in learning_rates.items():
+    if not isinstance(key, str) or not key or key == "step" or not callable(fn):
+      raise ConfigError(
+        f"learning_rates must map names (not 'step') to functions of the iteration, got {key!r}: {fn!r:.60}"
+      )
   skip_nonfinite = config.skip_nonfinite or bool((run_flags or {}).get("skip_nonfinite", False))
   primary = jax.process_index() == 0
   # ---------------------------------------------------------------- workdir, mesh, checkpoint
@@ -557,7 +840,7 @@ def fit(
     with _StopRequests(name) as stops:
       return _fit(
         name, state, train_step, data, config, workdir, run_flags, mesh, batch_axis, sample_hook, eval_fn,
-        best_metric, best_mode, neutral_flags, skip_nonfinite, primary, stops,
+        best_metric, best_mode, neutral_flags, learning_rates, skip_nonfinite, primary, stops,
       )  # fmt: skip
   finally:
     if lock is not None:
@@ -566,7 +849,7 @@ def fit(
 
 def _fit(
   name, state, train_step, data, config, workdir, run_flags, mesh, batch_axis, sample_hook, eval_fn, best_metric,
-  best_mode, neutral_flags, skip_nonfinite, primary, stops,
+  best_mode, neutral_flags, learning_rates, skip_nonfinite, primary, stops,
 ):  # fmt: skip
   """`fit` with the workdir prepared and locked."""
   if mesh is None:
@@ -669,15 +952,20 @@ def _fit(
     best = {"value": value, "step": step}
 
   # ---------------------------------------------------------------- loop
-  writer = None
+  writer = tensorboard = None
   pending: list[tuple[int, dict]] = []
   # --skip_nonfinite: the last iterations' "dropped" flags, judged over at least 10 iterations.
   recent: collections.deque[bool] = collections.deque(maxlen=max(config.log_every, 10))
-  t_last, step_last = time.perf_counter(), start_step
-  t_start = t_last
+  progress = _Progress(config)
+
+  def run_sample_hook(st: Any, s: int) -> None:
+    jax.block_until_ready(st)  # the iterations still queued are training time, not the hook's
+    with progress.paused("hook"):
+      tensorboard.images(_hook_paths(sample_hook(st, s)), s)
 
   def flush(step: int, st: Any) -> None:
-    nonlocal pending, t_last, step_last
+    """One transfer of the metrics since the last log line, then `write_log`."""
+    nonlocal pending
     if not pending:
       return
     if jax.process_count() == 1:
@@ -686,6 +974,13 @@ def _fit(
       host = [jax.tree.map(checkpoint_lib.host_value, m) for _, m in pending]
     steps_done = [s for s, _ in pending]
     pending = []
+    # The transfer waited for the window's iterations (training time); the bookkeeping after it is not training.
+    rate = progress.rate(step)
+    with progress.paused("log"):
+      write_log(step, steps_done, host, rate)
+
+  def write_log(step: int, steps_done: list[int], host: list[dict], rate: float | None) -> None:
+    """Checks a window's metrics for NaN, then writes its record and the progress line."""
     skipped = []
     for s, m in zip(steps_done, host):
       if not bool(m["finite"]):
@@ -718,10 +1013,15 @@ def _fit(
       for k, v in (kept[-1] if kept else {}).items()
       if np.asarray(v).dtype != np.bool_
     }
-    now = time.perf_counter()
-    rate = (step - step_last) / max(now - t_last, 1e-9)
-    eta = (config.num_steps - step) / max(rate, 1e-9)
-    record = {"step": step, **means, "steps_per_sec": rate, "elapsed_sec": now - t_start}
+    record = {"step": step, **means}
+    for key, fn in learning_rates.items():
+      if key in means:
+        raise ConfigError(f"learning_rates name {key!r} is also a metric of the train step: rename it (e.g. {key}_lr)")
+      record[key] = float(fn(step))
+    eta = progress.eta(step, rate)
+    if rate is not None:
+      record["steps_per_sec"] = rate
+    record["elapsed_sec"] = progress.elapsed()
     if skip_nonfinite:
       record["skipped_nonfinite"] = len(skipped)
     if skipped:
@@ -742,24 +1042,25 @@ def _fit(
         f"--skip_nonfinite: training is not progressing; {where}. Lower the learning rate or fix the input"
       )
     shown = " ".join(f"{k} {means[k]:.4g}" for k in ("d_loss", "g_loss") if k in means)
-    logging.info(
-      "%s step %d/%d | %.1f it/s | ETA %s | %s", name, step, config.num_steps, rate, _format_duration(eta), shown
-    )
-    t_last, step_last = now, step
+    speed = "first iteration (compiled)" if rate is None else f"{rate:.1f} it/s | ETA {_format_duration(eta)}"
+    logging.info("%s step %d/%d | %s | %s", name, step, config.num_steps, speed, shown)
 
   step = start_step
   saved_step = start_step if restored is not None else None
   try:
     if primary:
       storage.dump_json(os.path.join(workdir, FLAGS_FILE), run_flags)
-    writer = _MetricsWriter(workdir, start_step)
+    tensorboard = _TensorBoard(workdir, start_step, enabled=config.tensorboard)
+    writer = _MetricsWriter(workdir, start_step, tensorboard=tensorboard, prefix="train")
     if eval_fn is not None:
-      eval_writer = _MetricsWriter(workdir, start_step, filename=EVAL_FILE, tensorboard=False)
+      eval_writer = _MetricsWriter(workdir, start_step, filename=EVAL_FILE, tensorboard=tensorboard, prefix="eval")
     while step < config.num_steps:
       batch = parallel.put_batch(next(data), mesh, batch_axis)
       state, metrics = train_step(state, batch)
       if step == start_step:
         check_metrics(metrics)
+        jax.block_until_ready(metrics)  # once: the first iteration (compilation) is left out of the rate
+        progress.first_iteration_done(step + 1)
       step += 1
       pending.append((step, metrics))
       at_end = step == config.num_steps
@@ -767,9 +1068,11 @@ def _fit(
       if step % config.log_every == 0 or step % config.checkpoint_every == 0 or at_end or eval_now:
         flush(step, state)
       if eval_now:  # before this step's checkpoint: a resumed run never misses an evaluation
-        evaluate(step, state)
+        with progress.paused("eval"):
+          evaluate(step, state)
       if step % config.checkpoint_every == 0 or at_end:
-        save(step, state)
+        with progress.paused("save"):
+          save(step, state)
         saved_step = step
       stop = stops.requested(step, log_step=step % config.log_every == 0)
       if stop is not None:
@@ -782,9 +1085,9 @@ def _fit(
           128 + stop,
         )
       if sample_hook is not None and ((config.sample_every and step % config.sample_every == 0) or at_end):
-        sample_hook(state, step)
+        run_sample_hook(state, step)
     if step == start_step and sample_hook is not None and restored is not None:
-      sample_hook(state, step)
+      run_sample_hook(state, step)
   except OSError as e:
     if e.errno not in _STORAGE_ERRNOS:
       raise
@@ -798,7 +1101,7 @@ def _fit(
       f"{last}: free space or fix the directory and rerun the same command to resume"
     ) from None
   finally:
-    for w in (writer, eval_writer):
+    for w in (writer, eval_writer, tensorboard):
       if w is not None:
         w.close()
     checkpointer.close()

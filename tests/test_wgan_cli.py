@@ -1,6 +1,7 @@
 """experiments/wgan.py end to end in fresh processes: determinism, exact resume, bad input."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import test_tensorboard
+
+from jaxgan import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "wgan.py")
@@ -64,13 +68,30 @@ def snapshot(directory):
 
 def test_same_seed_same_bits_in_two_processes(tmp_path):
   a, b = tmp_path / "a", tmp_path / "b"
-  run([*TINY, "--num_steps=20", f"--workdir={a}"])
+  run([*TINY, "--num_steps=20", "--sample_every=10", f"--workdir={a}"])  # figures do not change the bits
   run([*TINY, "--num_steps=20", f"--workdir={b}"])
   assert_bit_identical(final_state(a, 20), final_state(b, 20))
   c = tmp_path / "c"
-  run([*TINY, "--num_steps=20", "--seed=8", f"--workdir={c}"])
+  run([*TINY, "--num_steps=20", "--seed=8", "--notensorboard", f"--workdir={c}"])
   with pytest.raises(AssertionError):
     assert_bit_identical(final_state(a, 20), final_state(c, 20))
+
+  # TensorBoard: train scalars with both learning rates, the final evaluation under eval/, the sample figures.
+  tags = {}
+  for path in test_tensorboard.event_files(a):
+    for tag, points in test_tensorboard.summaries(test_tensorboard.read_events(path)).items():
+      tags.setdefault(tag, []).extend(points)
+  assert [s for s, _ in tags["train/d_loss"]] == [5, 10, 15, 20]
+  assert [v for _, v in tags["train/g_lr"]] == pytest.approx([1e-3] * 4)
+  assert [v for _, v in tags["train/d_lr"]] == pytest.approx([1e-3] * 4)
+  with open(a / "mode_metrics.json") as f:
+    modes_captured = json.load(f)["ema"]["modes_captured"]
+  assert tags["eval/ema/modes_captured"] == [(20, modes_captured)]
+  assert "eval/generator/high_quality_percent" in tags
+  images = [tag for tag in tags if tag.startswith("samples/")]
+  assert images and all([s for s, _ in tags[t]] == [10, 20] for t in images), {t: tags[t] for t in images}
+  assert all(img.height > 100 and img.encoded_image_string[:4] == b"\x89PNG" for t in images for _, img in tags[t])
+  assert not os.path.exists(c / trainer.TENSORBOARD_DIR)
 
 
 def test_resume_is_bit_exact(tmp_path):

@@ -10,7 +10,9 @@ and every recipe's optimisers (Pix2Pix and CycleGAN too).
 * `optimizers(cfg)` -- (g_tx, d_tx): --optimizer (Adam by default) at --lr
   and --d_lr with --lr_schedule over each network's own updates (G:
   num_steps x n_gen, D: num_steps x n_critic), the critic's weight clipping
-  (--clip_value) chained after it.
+  (--clip_value) chained after it;
+* `learning_rates(cfg)` -- {"g_lr", "d_lr"}: those rates as functions of the
+  training iteration, which the trainer logs.
 """
 
 from __future__ import annotations
@@ -51,16 +53,42 @@ def d_lr(cfg: Mapping[str, Any]) -> float:
   return cfg.get("d_lr") or cfg["lr"]
 
 
+def _rates(cfg: Mapping[str, Any]):
+  """((G rate, G updates per iteration), (D rate, D updates per iteration)): constants or optax schedules."""
+  g_per, d_per = cfg.get("n_gen", 1), cfg.get("n_critic", 1)
+
+  def rate(lr, per_iteration):
+    return optimizers_lib.learning_rate(
+      lr,
+      cfg.get("lr_schedule", "constant"),
+      num_updates=cfg["num_steps"] * per_iteration,
+      decay_start=cfg.get("decay_start", 0.0),
+    )
+
+  return (rate(cfg["lr"], g_per), g_per), (rate(d_lr(cfg), d_per), d_per)
+
+
 def optimizers(cfg: Mapping[str, Any]):
   """(g_tx, d_tx): G at --lr, D at --d_lr (default --lr), the critic clipped to [-c, c] when --clip_value > 0."""
+  (g_rate, _), (d_rate, _) = _rates(cfg)
 
-  def tx(lr, num_updates, clip=0.0):
-    rate = optimizers_lib.learning_rate(
-      lr, cfg.get("lr_schedule", "constant"), num_updates=num_updates, decay_start=cfg.get("decay_start", 0.0)
-    )
+  def tx(rate, clip=0.0):
     return optimizers_lib.make_optimizer(
       cfg.get("optimizer", "adam"), rate, b1=cfg["b1"], b2=cfg["b2"], clip_value=clip
     )
 
-  g_updates, d_updates = cfg["num_steps"] * cfg.get("n_gen", 1), cfg["num_steps"] * cfg.get("n_critic", 1)
-  return tx(cfg["lr"], g_updates), tx(d_lr(cfg), d_updates, cfg.get("clip_value") or 0.0)
+  return tx(g_rate), tx(d_rate, cfg.get("clip_value") or 0.0)
+
+
+def learning_rates(cfg: Mapping[str, Any]) -> dict[str, Any]:
+  """{"g_lr", "d_lr"}: each network's rate as a function of the iteration, for `jaxgan.trainer.fit`'s logging.
+
+  The same schedules `optimizers` builds: G makes --n_gen updates per
+  iteration, D --n_critic, so after ``step`` iterations D's next update uses
+  its schedule at ``n_critic * step``.
+  """
+  (g_rate, g_per), (d_rate, d_per) = _rates(cfg)
+  return {
+    "g_lr": optimizers_lib.rate_at_iteration(g_rate, g_per),
+    "d_lr": optimizers_lib.rate_at_iteration(d_rate, d_per),
+  }
