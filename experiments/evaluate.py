@@ -5,7 +5,7 @@ r"""Evaluates a trained run: every score beside its real-vs-real floor (a Mimicr
 
 Restores a run of experiments/gan.py, dcgan.py, cgan.py (images) or wgan.py
 (2-D mixtures) -- its latest checkpoint, the best one kept by --best_metric
-(--step=best) or a numbered step -- draws --num_fake samples from its sampling
+(--step=best) or a numbered step -- draws --eval_samples samples from its sampling
 generator (EMA parameters when kept) and scores them against --num_real real
 training images: Fréchet classifier distance, KID (mean ± std over subsets)
 and k-NN precision/recall/density/coverage in the classifier's feature space
@@ -47,7 +47,7 @@ flags.DEFINE_list(
   "applies to the run and has what it needs).",
 )
 flags.DEFINE_integer(
-  "num_fake",
+  "eval_samples",
   None,
   "Generated samples (default 10,000 images, capped by the held-out split the floor uses; 2,500 points for 2-D runs).",
   lower_bound=4,
@@ -68,7 +68,7 @@ def main(argv):
     classifier_workdir=FLAGS.classifier_workdir,
     inception_weights=FLAGS.inception_weights,
     num_real=FLAGS.num_real,
-    num_fake=FLAGS.num_fake,
+    num_fake=FLAGS.eval_samples,
     seed=FLAGS.seed,
   )
   json_path, md_path = evaluation.write_results(result)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jaxgan.errors import ConfigError
 
 Array = jax.Array
+"""@private The array type of the annotations (`jax.Array`), kept out of the API reference."""
 
 
 def default_jitter_size(image_size: int) -> int:

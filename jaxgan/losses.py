@@ -37,6 +37,7 @@ import optax
 from jaxgan.errors import ConfigError
 
 Array = jax.Array
+"""@private The array type of the annotations (`jax.Array`), kept out of the API reference."""
 
 
 def minimax_discriminator_loss(real_logits: Array, fake_logits: Array, real_label: float = 1.0) -> Array:

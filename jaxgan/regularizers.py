@@ -30,6 +30,7 @@ from jaxgan.errors import ConfigError
 from jaxgan.losses import GANOutputs
 
 Array = jax.Array
+"""@private The array type of the annotations (`jax.Array`), kept out of the API reference."""
 
 
 def _per_sample_grad_sq_norms(critic_fn: Callable[[Array], Array], x: Array) -> Array:

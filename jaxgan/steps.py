@@ -36,6 +36,7 @@ from jaxgan import losses, regularizers
 from jaxgan.errors import ConfigError
 
 Array = jax.Array
+"""@private The array type of the annotations (`jax.Array`), kept out of the API reference."""
 Batch = dict[str, Array]
 Metrics = dict[str, Array]
 Update = Callable[[Any, Batch, Array], tuple[Any, Metrics]]

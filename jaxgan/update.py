@@ -33,6 +33,7 @@ import optax
 from jaxgan.state import NetState
 
 Array = jax.Array
+"""@private The array type of the annotations (`jax.Array`), kept out of the API reference."""
 Metrics = dict[str, Array]
 
 

@@ -39,6 +39,7 @@ from jaxgan.errors import ConfigError
 from jaxgan.state import NetState, init_keys, init_net
 
 Array = jax.Array
+"""@private The array type of the annotations (`jax.Array`), kept out of the API reference."""
 Batch = dict[str, Array]
 Metrics = dict[str, Array]
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,11 @@ from jaxgan import regularizers, steps, update
 from jaxgan.errors import ConfigError
 from jaxgan.state import GANState, create_gan_state
 
+if TYPE_CHECKING:  # the name in the inherited field annotation `loss: str | losses.GANLoss`, for pdoc and type checkers
+  from jaxgan import losses  # noqa: F401
+
 Array = jax.Array
+"""@private The array type of the annotations (`jax.Array`), kept out of the API reference."""
 Batch = dict[str, Array]
 Metrics = dict[str, Array]
 

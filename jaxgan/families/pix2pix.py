@@ -21,6 +21,7 @@ penalties can be added to D's loss.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,11 @@ from jaxgan import losses as losses_lib
 from jaxgan.errors import ConfigError
 from jaxgan.state import GANState, init_keys, init_net
 
+if TYPE_CHECKING:  # the name in the inherited field annotation `loss: str | losses.GANLoss`, for pdoc and type checkers
+  from jaxgan import losses  # noqa: F401
+
 Array = jax.Array
+"""@private The array type of the annotations (`jax.Array`), kept out of the API reference."""
 Batch = dict[str, Array]
 Metrics = dict[str, Array]
 
