@@ -361,7 +361,9 @@ class ImageEvaluator:
     if kind == "conditional":
       self.per_class = n_fake // self.num_classes
       if self.per_class < 1:
-        raise ConfigError(f"{n_fake} samples are fewer than the {self.num_classes} classes: raise num_fake (--eval_samples)")
+        raise ConfigError(
+          f"{n_fake} samples are fewer than the {self.num_classes} classes: raise num_fake (--eval_samples)"
+        )
       n_fake = self.per_class * self.num_classes
     if n_real < 4 or n_fake < 4:
       raise ConfigError(f"too few images to evaluate: n_real={n_real}, n_fake={n_fake} (at least 4 each)")
