@@ -122,3 +122,24 @@ def test_torch_reference_tiny(tmp_path):
   for case in report["cases"]:
     assert case["finite"] and case["images_per_s"] > 0 and case["ms_per_iter"] > 0
     assert case["cpu_ms_per_iter"] > 0 and case["repeats"] == 1
+
+
+def test_toy_loop_tiny(tmp_path):
+  """benchmarks/toy_loop.py on a tiny overlay of the grid recipe: both sides run and the ratio is reported."""
+  recipe = tmp_path / "tiny.flags"
+  grid = os.path.join(ROOT, "experiments", "flags", "wgan_gp_grid25.flags")
+  recipe.write_text(f"--flagfile={grid}\n--g_widths=8,8\n--d_widths=8\n--batch_size=16\n")
+  out = tmp_path / "toy_loop.json"
+  proc = subprocess.run(
+    [sys.executable, os.path.join(BENCH, "toy_loop.py"), f"--flagfile={recipe}", "--iterations=20", "--fuse=10"]
+    + ["--repeats=1", f"--json_out={out}"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert report["bare_ms_per_iteration"] > 0 and report["jaxgan_ms_per_iteration"] > 0
+  assert report["ratio"] == pytest.approx(report["jaxgan_ms_per_iteration"] / report["bare_ms_per_iteration"])
+  assert "jaxgan / bare" in proc.stdout

@@ -45,6 +45,17 @@ def _sample(key, n, means, std):
   return means[idx] + std * jax.random.normal(noise_key, (n, 2))
 
 
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _batch(data_key, position, means, std, batch_size, n_critic, rows):
+  """One iterator batch in one compiled call (the trainer's per-iteration host work is one dispatch):
+  ``sample(fold_in(data_key, position), batch_size * n_critic)``, as (n_critic, batch, 2) when n_critic is set,
+  this process's rows ``rows[0]:rows[1]`` of the global batch."""
+  x = _sample(jax.random.fold_in(data_key, position), batch_size * (n_critic or 1), means, std)
+  if n_critic is not None:
+    return x.reshape(n_critic, batch_size, 2)[:, rows[0] : rows[1]]
+  return x[rows[0] : rows[1]]
+
+
 def ring8(radius: float = 1.0, std: float = 0.01) -> GaussianMixture2D:
   """8 Gaussians with means at radius * (cos 2 pi i / 8, sin 2 pi i / 8), i = 0..7."""
   angles = 2 * np.pi * np.arange(8) / 8
@@ -87,19 +98,17 @@ class MixtureIterator:
     self.position = 0
     self._key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x0DA7A)
     self._rows = parallel.process_batch_slice(batch_size)
+    self._means = jax.device_put(mixture.means_array())
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict[str, jax.Array]:
-    key = jax.random.fold_in(self._key, self.position)
+    position = self.position
     self.position += 1
-    n = self.batch_size * (self.n_critic or 1)
-    x = self.mixture.sample(key, n)
-    if self.n_critic is not None:
-      x = x.reshape(self.n_critic, self.batch_size, 2)
-      return {"x": x[:, self._rows]}
-    return {"x": x[self._rows]}
+    rows = (self._rows.start, self._rows.stop)
+    x = _batch(self._key, position, self._means, self.mixture.std, self.batch_size, self.n_critic, rows)
+    return {"x": x}
 
   def get_state(self) -> dict:
     return {"position": self.position}
