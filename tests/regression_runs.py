@@ -54,6 +54,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "wgan.py",
     [
       _flagfile("wgan_gp_grid25"),
+      "--lr=1e-4",  # the maths pinned before the recipe moved to lr 3e-4 (a recipe change, not a code change)
       "--num_steps=20",
       "--log_every=10",
       "--checkpoint_every=20",
@@ -65,6 +66,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "wgan.py",
     [
       _flagfile("wgan_gp_grid25"),
+      "--lr=1e-4",  # the maths pinned before the recipe moved to lr 3e-4 (a recipe change, not a code change)
       "--num_steps=20",
       "--log_every=10",
       "--checkpoint_every=20",
@@ -88,6 +90,8 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "wgan.py",
     [
       _flagfile("wgan_gp_ring8"),
+      "--lr=1e-4",  # the maths pinned before the recipe moved to 2e-4 and batch 128 (a recipe change, not code)
+      "--batch_size=256",
       "--num_steps=20",
       "--log_every=10",
       "--checkpoint_every=20",
