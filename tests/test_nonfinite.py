@@ -25,10 +25,10 @@ BAD_ITERATION = 5  # 1-based: the 5th iteration's real batch is NaN
 
 
 class NaNAt:
-  """A MixtureIterator whose batch for iteration ``BAD_ITERATION`` is all NaN."""
+  """A MixtureIterator whose batches are all NaN at the 1-based iterations ``bad(iteration)`` picks."""
 
-  def __init__(self, inner):
-    self._inner = inner
+  def __init__(self, inner, bad=lambda iteration: iteration == BAD_ITERATION):
+    self._inner, self._bad = inner, bad
 
   def __iter__(self):
     return self
@@ -36,7 +36,7 @@ class NaNAt:
   def __next__(self):
     iteration = self._inner.position + 1
     batch = next(self._inner)
-    if iteration == BAD_ITERATION:
+    if self._bad(iteration):
       batch = {"x": np.full(np.shape(batch["x"]), np.nan, np.float32)}
     return batch
 
@@ -123,26 +123,6 @@ def test_skip_nonfinite_drops_the_update_and_training_continues(tmp_path):
   assert not os.path.exists(tmp_path / "nonfinite_metrics.json")
 
 
-class AllNaN:
-  """Every batch NaN: every update is non-finite."""
-
-  def __init__(self, inner):
-    self._inner = inner
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    batch = next(self._inner)
-    return {"x": np.full_like(np.asarray(batch["x"]), np.nan)}
-
-  def get_state(self):
-    return self._inner.get_state()
-
-  def set_state(self, state):
-    self._inner.set_state(state)
-
-
 def test_skip_nonfinite_stops_when_a_window_is_mostly_dropped(tmp_path):
   """--skip_nonfinite with every update non-finite: one error, not an untrained model saved and reported."""
   config = gan.Config(
@@ -158,7 +138,7 @@ def test_skip_nonfinite_stops_when_a_window_is_mostly_dropped(tmp_path):
     data_shape=(2,),
   )
   step = parallel.compile_step(functools.partial(gan.train_step, config=config), mesh=parallel.make_data_mesh(1))
-  data = AllNaN(toy.MixtureIterator(toy.ring8(), 32, seed=0, n_critic=2))
+  data = NaNAt(toy.MixtureIterator(toy.ring8(), 32, seed=0, n_critic=2), bad=lambda iteration: True)
   tconfig = trainer.TrainerConfig(
     workdir=str(tmp_path), num_steps=30, log_every=5, checkpoint_every=20, skip_nonfinite=True
   )
