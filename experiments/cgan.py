@@ -64,7 +64,8 @@ flags.DEFINE_float(
   "d_dropout", None, "Discriminator dropout rate (default: the model's).", lower_bound=0.0, upper_bound=0.99
 )
 flag_groups.optimizer(lr=2e-4, b1=0.5, b2=0.999)
-flag_groups.adversarial(loss="non_saturating", n_critic=1)
+flag_groups.adversarial(loss="non_saturating", n_critic=1, classes=True)
+flag_groups.discriminator_options()
 flag_groups.latent(latent_dim=100)
 flag_groups.evaluation(
   eval_samples=1000,

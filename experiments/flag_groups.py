@@ -14,8 +14,10 @@ its own defaults); a concept has the same name everywhere:
   channel count of a convolutional network);
 * `optimizer`: --optimizer --lr --d_lr --b1 --b2 --lr_schedule --decay_start
   (a fraction of the run, for every schedule) --clip_value;
-* `adversarial`: --loss --real_label --gp_weight --r1_weight --n_critic
-  --n_gen;
+* `adversarial`: --loss --real_label --n_critic --n_gen and the penalties
+  --gp_weight --r1_weight --r1_every --dragan_weight --bcr_weight
+  --lecam_weight --lecam_decay (--ac_weight for class-conditional families);
+* `discriminator_options`: --spectral_norm --diffaugment;
 * `latent`: --latent_dim --latent_dist --ema_decay --pack;
 * `evaluation`: --eval_samples --grid_size --eval_every --best_metric
   --classifier_workdir;
@@ -43,7 +45,7 @@ from collections.abc import Sequence
 from absl import flags
 
 from jaxgan import losses, optimizers
-from jaxgan.augment import JITTER_METHODS
+from jaxgan.augment import DIFFAUGMENT_OPS, JITTER_METHODS
 from jaxgan.families import cyclegan, gan
 from jaxgan.models.pix2pix import PATCH_SIZES
 
@@ -118,8 +120,9 @@ def optimizer(lr: float = 2e-4, b1: float = 0.5, b2: float = 0.999, schedule: st
 
 
 def adversarial(loss: str = "non_saturating", n_critic: int = 1, steps: bool = True, penalties: bool = True,
-                label: bool = True) -> None:  # fmt: skip
-  """--loss (and --real_label, --gp_weight, --r1_weight, --n_critic, --n_gen where the family has them)."""
+                label: bool = True, images: bool = True, classes: bool = False) -> None:  # fmt: skip
+  """--loss (and --real_label, the penalties' weights, --n_critic, --n_gen where the family has them; bCR on
+  images, the AC-GAN weight for class-conditional families)."""
   flags.DEFINE_enum("loss", loss, sorted(losses.LOSSES), "Adversarial loss (jaxgan.losses.register_loss adds more).")
   if label:
     flags.DEFINE_float(
@@ -128,11 +131,49 @@ def adversarial(loss: str = "non_saturating", n_critic: int = 1, steps: bool = T
   if penalties:
     flags.DEFINE_float("gp_weight", 0.0, "WGAN-GP penalty lambda (0: off).", lower_bound=0.0)
     flags.DEFINE_float("r1_weight", 0.0, "R1 penalty gamma (0: off).", lower_bound=0.0)
+    flags.DEFINE_integer(
+      "r1_every", 1, "Lazy R1: computed every this many D updates, weighted by it (StyleGAN2: 16).", lower_bound=1
+    )
+    flags.DEFINE_float(
+      "dragan_weight", 0.0, "DRAGAN penalty lambda (Kodali et al., 2017; 10 in the paper; 0: off).", lower_bound=0.0
+    )
+    flags.DEFINE_float(
+      "lecam_weight", 0.0, "LeCam regularisation lambda (Tseng et al., 2021; 0: off).", lower_bound=0.0
+    )
+    flags.DEFINE_float("lecam_decay", 0.99, "Decay of LeCam's EMA anchors.", lower_bound=0.0, upper_bound=0.999999)
+    if images:
+      flags.DEFINE_float(
+        "bcr_weight",
+        0.0,
+        "Balanced consistency regularisation lambda_real = lambda_fake (Zhao et al., 2021; 10 in the paper; 0: off).",
+        lower_bound=0.0,
+      )
+  if classes:
+    flags.DEFINE_float(
+      "ac_weight", 1.0, "--loss=acgan: weight of the auxiliary classifier's cross-entropy.", lower_bound=0.0
+    )
   if steps:
     flags.DEFINE_integer(
       "n_critic", n_critic, "D updates per iteration (k of Goodfellow et al.'s Algorithm 1).", lower_bound=1
     )
     flags.DEFINE_integer("n_gen", 1, "G updates per iteration.", lower_bound=1)
+
+
+def discriminator_options(images: bool = True) -> None:
+  """--spectral_norm (any family's discriminators) and --diffaugment (image families)."""
+  flags.DEFINE_bool(
+    "spectral_norm",
+    False,
+    "Spectrally normalise every weight of the discriminator(s) (Miyato et al., 2018; power-iteration vectors in "
+    "the checkpoint).",
+  )
+  if images:
+    flags.DEFINE_list(
+      "diffaugment",
+      [],
+      f"DiffAugment policy (Zhao et al., 2020), any of {','.join(DIFFAUGMENT_OPS)} (e.g. color,translation,cutout), "
+      "applied to real and generated images in both updates (empty: off).",
+    )
 
 
 def latent(latent_dim: int = 100, packing: bool = True) -> None:

@@ -38,6 +38,7 @@ def define_flags(*, generator: str, discriminator: str, default_steps: int, defa
   )
   flag_groups.optimizer(lr=2e-4, b1=0.5, b2=0.999)
   flag_groups.adversarial(loss="non_saturating", n_critic=1)
+  flag_groups.discriminator_options()
   flag_groups.latent(latent_dim=100)
   flag_groups.evaluation(
     eval_samples=1000, grid_size=10, what="generated and real images of the histogram and evaluation", min_samples=10

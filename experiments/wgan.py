@@ -30,7 +30,8 @@ launch.define_common_flags(default_steps=20000, default_batch=256)
 flags.DEFINE_enum("dataset", "grid25", sorted(toy.MIXTURES), "2-D mixture to learn.")
 flag_groups.model_size(widths_help="(hidden widths of the ReLU MLP, one per layer; empty: 512,512,512)")
 flag_groups.optimizer(lr=1e-4, b1=0.5, b2=0.9)
-flag_groups.adversarial(loss="wasserstein", n_critic=5)
+flag_groups.adversarial(loss="wasserstein", n_critic=5, images=False)
+flag_groups.discriminator_options(images=False)
 flag_groups.latent(latent_dim=2)
 flag_groups.evaluation(
   eval_samples=modes.NUM_EVAL_SAMPLES, grid_size=None, classifier=False, periodic=False, what="points"

@@ -125,6 +125,109 @@ def hinge_generator_loss(fake_logits: Array) -> Array:
   return -jnp.mean(fake_logits)
 
 
+def relativistic_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """The relativistic standard GAN (RSGAN) discriminator loss (Jolicoeur-Martineau, 2018, "The relativistic
+  discriminator: a key element missing from standard GAN", Eq. 7):
+
+      L_D = -E_{(x, z)}[log sigmoid(C(x) - C(G(z)))] = E[softplus(-(C(x) - C(G(z))))]
+
+  with C the raw critic output. Real and generated samples are paired element
+  by element (equal batch sizes, or PatchGAN maps of equal shape).
+  """
+  return jnp.mean(jax.nn.softplus(-(real_logits - fake_logits)))
+
+
+def relativistic_generator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """The RSGAN generator loss (Jolicoeur-Martineau, 2018, Eq. 8): L_G = E[softplus(-(C(G(z)) - C(x)))]."""
+  return jnp.mean(jax.nn.softplus(-(fake_logits - real_logits)))
+
+
+def relativistic_average_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """The relativistic average GAN (RaSGAN) discriminator loss (Jolicoeur-Martineau, 2018, Eq. 11):
+
+      L_D = -E_x[log sigmoid(C(x) - E_z C(G(z)))] - E_z[log(1 - sigmoid(C(G(z)) - E_x C(x)))]
+          =  E_x[softplus(-(C(x) - mean C(fake)))] + E_z[softplus(C(G(z)) - mean C(real))].
+
+  The same function as TF-GAN's ``relativistic_discriminator_loss`` (which is
+  the *average* form; its unit test's values are reproduced in tests/test_toolkit_losses.py).
+  """
+  real_rel = real_logits - jnp.mean(fake_logits)
+  fake_rel = fake_logits - jnp.mean(real_logits)
+  return jnp.mean(jax.nn.softplus(-real_rel)) + jnp.mean(jax.nn.softplus(fake_rel))
+
+
+def relativistic_average_generator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """The RaSGAN generator loss (Jolicoeur-Martineau, 2018, Eq. 12): the discriminator's with the roles swapped,
+
+      L_G = E_z[softplus(-(C(G(z)) - mean C(real)))] + E_x[softplus(C(x) - mean C(fake))];
+
+  G gets gradient from both terms (through the fake mean in the second).
+  TF-GAN's ``relativistic_generator_loss``.
+  """
+  return relativistic_average_discriminator_loss(fake_logits, real_logits)
+
+
+def relativistic_least_squares_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """RSLSGAN discriminator loss (Jolicoeur-Martineau, 2018, appendix): L_D = E[(C(x) - C(G(z)) - 1)^2]."""
+  return jnp.mean(jnp.square(real_logits - fake_logits - 1.0))
+
+
+def relativistic_least_squares_generator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """RSLSGAN generator loss (Jolicoeur-Martineau, 2018, appendix): L_G = E[(C(G(z)) - C(x) - 1)^2]."""
+  return jnp.mean(jnp.square(fake_logits - real_logits - 1.0))
+
+
+def relativistic_average_least_squares_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """RaLSGAN discriminator loss (Jolicoeur-Martineau, 2018, Eq. 14):
+
+  L_D = E_x[(C(x) - E_z C(G(z)) - 1)^2] + E_z[(C(G(z)) - E_x C(x) + 1)^2].
+  """
+  real_rel = real_logits - jnp.mean(fake_logits)
+  fake_rel = fake_logits - jnp.mean(real_logits)
+  return jnp.mean(jnp.square(real_rel - 1.0)) + jnp.mean(jnp.square(fake_rel + 1.0))
+
+
+def relativistic_average_least_squares_generator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """RaLSGAN generator loss (Jolicoeur-Martineau, 2018, Eq. 15):
+
+  L_G = E_z[(C(G(z)) - E_x C(x) - 1)^2] + E_x[(C(x) - E_z C(G(z)) + 1)^2].
+  """
+  return relativistic_average_least_squares_discriminator_loss(fake_logits, real_logits)
+
+
+def _softmax_cross_entropy(class_logits: Array, one_hot: Array, label_smoothing: float = 0.0) -> Array:
+  if label_smoothing:
+    one_hot = one_hot * (1.0 - label_smoothing) + label_smoothing / one_hot.shape[-1]
+  return jnp.mean(optax.softmax_cross_entropy(class_logits, one_hot))
+
+
+def acgan_discriminator_loss(
+  real_class_logits: Array, fake_class_logits: Array, one_hot_labels: Array, label_smoothing: float = 0.0
+) -> Array:
+  """The auxiliary-classifier term of AC-GAN's discriminator (Odena, Olah & Shlens, 2017, Eq. 2, L_C):
+
+      L_C = E[-log P(C = c | x_real)] + E[-log P(C = c | x_fake)],
+
+  the softmax cross-entropy of the discriminator's class logits against the
+  class c of each real image and the class each fake was generated for; D
+  *minimises* it (it maximises L_C + L_S in the paper's log-likelihood form).
+  ``label_smoothing`` softens the real side's targets to
+  ``(1 - s) onehot + s / K``. TF-GAN's ``acgan_discriminator_loss`` (same
+  convention: a mean over the batch of each side, the two sides summed).
+  """
+  fake = _softmax_cross_entropy(fake_class_logits, one_hot_labels)
+  real = _softmax_cross_entropy(real_class_logits, one_hot_labels, label_smoothing)
+  return real + fake
+
+
+def acgan_generator_loss(fake_class_logits: Array, one_hot_labels: Array) -> Array:
+  """AC-GAN's generator class term (Odena et al., 2017): E[-log P(C = c | G(z, c))].
+
+  TF-GAN's ``acgan_generator_loss``.
+  """
+  return _softmax_cross_entropy(fake_class_logits, one_hot_labels)
+
+
 def l1_loss(x: Array, y: Array) -> Array:
   """The L1 distance  mean |x - y|  over every element (Pix2Pix's L_L1, CycleGAN's cycle and identity terms)."""
   return jnp.mean(jnp.abs(x - y))
@@ -155,6 +258,9 @@ class GANOutputs:
       the same labels and training mode -- what gradient penalties
       differentiate.
     step: how many updates the network being updated has had (int32 scalar).
+    real_class_logits, fake_class_logits: the class logits (B, K) of a
+      discriminator with an auxiliary classifier (AC-GAN: it returns
+      ``(logits, class_logits)``), else None.
   """
 
   real: Array | None
@@ -164,6 +270,8 @@ class GANOutputs:
   labels: Array | None = None
   critic: Callable[[Array], Array] | None = None
   step: Array | None = None
+  real_class_logits: Array | None = None
+  fake_class_logits: Array | None = None
 
 
 LossFn = Callable[[GANOutputs], Any]
@@ -236,12 +344,92 @@ def hinge() -> GANLoss:
   )
 
 
+def relativistic() -> GANLoss:
+  """RSGAN (Jolicoeur-Martineau, 2018): `relativistic_discriminator_loss` and `relativistic_generator_loss`."""
+  return GANLoss(
+    lambda o: relativistic_discriminator_loss(o.real_logits, o.fake_logits),
+    lambda o: relativistic_generator_loss(o.real_logits, o.fake_logits),
+    generator_needs_real=True,
+  )
+
+
+def relativistic_average() -> GANLoss:
+  """RaSGAN (Jolicoeur-Martineau, 2018), TF-GAN's relativistic pair: `relativistic_average_discriminator_loss`,
+  `relativistic_average_generator_loss`."""
+  return GANLoss(
+    lambda o: relativistic_average_discriminator_loss(o.real_logits, o.fake_logits),
+    lambda o: relativistic_average_generator_loss(o.real_logits, o.fake_logits),
+    generator_needs_real=True,
+  )
+
+
+def relativistic_least_squares() -> GANLoss:
+  """RSLSGAN (Jolicoeur-Martineau, 2018): the relativistic standard form of the least-squares loss."""
+  return GANLoss(
+    lambda o: relativistic_least_squares_discriminator_loss(o.real_logits, o.fake_logits),
+    lambda o: relativistic_least_squares_generator_loss(o.real_logits, o.fake_logits),
+    generator_needs_real=True,
+  )
+
+
+def relativistic_average_least_squares() -> GANLoss:
+  """RaLSGAN (Jolicoeur-Martineau, 2018): the relativistic average form of the least-squares loss."""
+  return GANLoss(
+    lambda o: relativistic_average_least_squares_discriminator_loss(o.real_logits, o.fake_logits),
+    lambda o: relativistic_average_least_squares_generator_loss(o.real_logits, o.fake_logits),
+    generator_needs_real=True,
+  )
+
+
+def _class_logits(o: GANOutputs, side: str) -> Array:
+  logits = getattr(o, f"{side}_class_logits")
+  if logits is None or o.labels is None:
+    raise ConfigError(
+      "the AC-GAN loss needs class labels and a discriminator with an auxiliary classifier (returning "
+      "(logits, class_logits), e.g. SNGANDiscriminator(aux_classes=K)) on a class-conditional run"
+    )
+  return logits
+
+
+def acgan(base: str | GANLoss = "non_saturating", weight: float = 1.0, real_label: float = 1.0) -> GANLoss:
+  """AC-GAN (Odena et al., 2017): an adversarial loss ``base`` plus ``weight`` times the auxiliary
+  classifier's cross-entropy (`acgan_discriminator_loss` for D, `acgan_generator_loss` for G).
+
+  The paper's objective is the log-likelihood pair L_S (source) and L_C
+  (class): D maximises L_S + L_C, G maximises L_C - L_S; with ``base`` the
+  non-saturating loss (the default) G's source term is its usual
+  non-saturating form. The discriminator returns ``(logits, class_logits)``;
+  the class targets are the run's labels (the real batch's in the D update,
+  the ones drawn for the fakes in the G update). Logs ``d_ac_loss`` / ``g_ac_loss``.
+  """
+  pair = get_loss(base, real_label=real_label)
+
+  def discriminator(o):
+    adv, extra = evaluate_loss(pair.discriminator, o)
+    k = _class_logits(o, "fake").shape[-1]
+    ac = acgan_discriminator_loss(_class_logits(o, "real"), o.fake_class_logits, jax.nn.one_hot(o.labels, k))
+    return adv + weight * ac, {**extra, "d_ac_loss": ac}
+
+  def generator(o):
+    adv, extra = evaluate_loss(pair.generator, o)
+    logits = _class_logits(o, "fake")
+    ac = acgan_generator_loss(logits, jax.nn.one_hot(o.labels, logits.shape[-1]))
+    return adv + weight * ac, {**extra, "g_ac_loss": ac}
+
+  return GANLoss(discriminator, generator, generator_needs_real=pair.generator_needs_real)
+
+
 LOSSES: dict[str, Callable[..., GANLoss] | GANLoss] = {
   "minimax": minimax,
   "non_saturating": non_saturating,
   "wasserstein": wasserstein,
   "least_squares": least_squares,
   "hinge": hinge,
+  "relativistic": relativistic,
+  "relativistic_average": relativistic_average,
+  "relativistic_least_squares": relativistic_least_squares,
+  "relativistic_average_least_squares": relativistic_average_least_squares,
+  "acgan": acgan,
 }
 
 

@@ -12,6 +12,9 @@
   gradient and parameter norms.
 * `all_finite`, `keep_if` -- the pieces of the NaN guard, for a researcher's
   own update.
+* `uses_batch_norm`, `split_outputs` -- whether a network's statistics are
+  BatchNorm's (spectral norm keeps its vectors in the same collection), and a
+  discriminator's output split into logits and auxiliary class logits.
 * `ema_decay_at` / `ema_update` -- the generator's exponential moving average
   with warm-up, applied inside the compiled step.
 
@@ -63,6 +66,33 @@ def apply_network(
     out, updates = net.apply_fn(variables, inputs, labels, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
     return out, updates["batch_stats"]
   return net.apply_fn(variables, inputs, labels, train=train, rngs={"dropout": key}), stats
+
+
+def uses_batch_norm(batch_stats: Any) -> bool:
+  """True when ``batch_stats`` holds BatchNorm running statistics (leaves named ``mean`` / ``var``).
+
+  The collection also holds other per-network state that is not a statistic
+  of the batch -- spectral normalisation's power-iteration vectors ``.../u``
+  and ``.../sigma`` -- so "has batch_stats" does not mean "normalises over
+  the batch": a discriminator whose outputs depend on the batch sees real and
+  fake data in separate passes, any other in one.
+  """
+  for path, _ in jax.tree_util.tree_leaves_with_path(batch_stats):
+    last = path[-1]
+    name = getattr(last, "key", getattr(last, "name", None))
+    if name in ("mean", "var"):
+      return True
+  return False
+
+
+def split_outputs(out: Any) -> tuple[Array, Array | None]:
+  """A discriminator's output as (logits, class_logits): an array is logits alone; a pair
+  ``(logits, class_logits)`` comes from a discriminator with an auxiliary classifier (AC-GAN)."""
+  if isinstance(out, (tuple, list)):
+    if len(out) != 2:
+      raise ValueError(f"a discriminator returns logits or (logits, class_logits), got a {len(out)}-tuple")
+    return out[0], out[1]
+  return out, None
 
 
 def all_finite(*trees: Any) -> Array:

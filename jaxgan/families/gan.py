@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -45,6 +46,8 @@ Batch = dict[str, Array]
 Metrics = dict[str, Array]
 
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
+PENALTY_STATES = "penalties"  # GANState.extra key of the stateful penalties' states
+AUGMENT_TAG = 0xA06  # fold_in tag of the augmentation keys of an update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +67,12 @@ class Config(steps.AdversarialConfig):
     pack: PacGAN packing degree m (Lin et al., 2018): the discriminator judges
       m samples at once, concatenated along the last axis (features of flat
       data, channels of images); the gradient penalty then acts per pack.
+    augment: ``(key, images) -> images`` applied to every batch the
+      discriminator sees, real and generated alike, in both updates, with
+      gradients flowing through to G: DiffAugment (Zhao et al., 2020,
+      `jaxgan.augment.DiffAugment`) or any differentiable augmentation. Its
+      keys are folded from the update's key; penalties see the augmented
+      batches (what D sees). None: no augmentation.
   """
 
   n_critic: int = 1
@@ -73,6 +82,7 @@ class Config(steps.AdversarialConfig):
   ema_decay: float = 0.0
   num_classes: int = 0
   pack: int = 1
+  augment: Callable[[Array, Array], Array] | None = None
 
   def __post_init__(self):
     super().__post_init__()
@@ -97,9 +107,11 @@ def init_state(
 ) -> GANState:
   """The initial `GANState` for ``config`` (`jaxgan.state.create_gan_state`: the model contract is stated there).
 
-  The latent size, the labels, the packing and the EMA follow ``config``.
+  The latent size, the labels, the packing and the EMA follow ``config``;
+  stateful penalties (LeCam's anchors) get their initial state in
+  ``extra["penalties"]``.
   """
-  return create_gan_state(
+  state = create_gan_state(
     seed=seed,
     generator=generator,
     discriminator=discriminator,
@@ -111,6 +123,10 @@ def init_state(
     use_ema=config.ema_decay > 0,
     pack=config.pack,
   )
+  penalty_states = regularizers.initial_states(config.penalties)
+  if penalty_states:
+    state = state.replace(extra={**state.extra, PENALTY_STATES: penalty_states})
+  return state
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -238,6 +254,14 @@ def _check_ema(state: GANState, config: Config) -> None:
     )
 
 
+def _augment(config: Config, key: Array, x: Array) -> Array:
+  if x.ndim != 4:
+    raise ConfigError(
+      f"augment (DiffAugment) transforms images (B, H, W, C); this run's samples have shape {x.shape}: drop it"
+    )
+  return config.augment(key, x)
+
+
 def d_update(state: GANState, batch: Batch, key: Array, config: Config) -> tuple[GANState, Metrics]:
   """One discriminator / critic update on a real batch and a fresh fake batch.
 
@@ -257,37 +281,62 @@ def d_update(state: GANState, batch: Batch, key: Array, config: Config) -> tuple
     raise ConfigError(f"batch size {batch_size} is not divisible by pack {config.pack}")
   z = sample_latent(z_key, batch_size, config)
   fake, _ = update.apply_network(state.gen, state.gen.params, z, labels, train=True, key=g_drop_key)
-  fake = pack_samples(jax.lax.stop_gradient(fake), config.pack)
+  fake = jax.lax.stop_gradient(fake)
+  if config.augment is not None:
+    real_aug_key, fake_aug_key = jax.random.split(jax.random.fold_in(key, AUGMENT_TAG))
+    real, fake = _augment(config, real_aug_key, real), _augment(config, fake_aug_key, fake)
+  fake = pack_samples(fake, config.pack)
   real = pack_samples(real, config.pack)
   disc = state.disc
+  penalty_states = state.extra.get(PENALTY_STATES, {}) if isinstance(state.extra, dict) else {}
 
   def loss_fn(params):
-    if disc.batch_stats:
+    if update.uses_batch_norm(disc.batch_stats):
       real_out, stats = update.apply_network(disc, params, real, labels, train=True, key=d_drop_key)
       fake_out, stats = update.apply_network(
         disc, params, fake, labels, train=True, key=fake_drop_key, batch_stats=stats
       )
+      (real_out, real_cls), (fake_out, fake_cls) = update.split_outputs(real_out), update.split_outputs(fake_out)
     else:
       # Per-sample networks: one pass over [real; fake] (same maths, half the kernel launches).
       both_labels = None if labels is None else jnp.concatenate([labels, labels])
       both, stats = update.apply_network(
         disc, params, jnp.concatenate([real, fake]), both_labels, train=True, key=d_drop_key
       )
-      real_out, fake_out = both[: real.shape[0]], both[real.shape[0] :]
+      both, both_cls = update.split_outputs(both)
+      n = real.shape[0]
+      real_out, fake_out = both[:n], both[n:]
+      real_cls, fake_cls = (None, None) if both_cls is None else (both_cls[:n], both_cls[n:])
 
     def critic(x):
-      return update.apply_network(disc, params, x, labels, train=True, key=d_drop_key)[0]
+      return update.split_outputs(update.apply_network(disc, params, x, labels, train=True, key=d_drop_key)[0])[0]
 
     outputs = losses_lib.GANOutputs(
-      real=real, fake=fake, real_logits=real_out, fake_logits=fake_out, labels=labels, critic=critic, step=disc.step
+      real=real,
+      fake=fake,
+      real_logits=real_out,
+      fake_logits=fake_out,
+      labels=labels,
+      critic=critic,
+      step=disc.step,
+      real_class_logits=real_cls,
+      fake_class_logits=fake_cls,
     )
     adv, extra = losses_lib.evaluate_loss(loss_pair.discriminator, outputs)
     aux = {"d_adv_loss": adv, "d_real_out": jnp.mean(real_out), "d_fake_out": jnp.mean(fake_out), **extra}
-    loss, penalties = regularizers.add_penalties(adv, config.penalties, outputs, penalty_key, disc.step)
-    return loss, ({**aux, **penalties}, stats)
+    loss, penalties, new_states = regularizers.apply_penalties(
+      adv, config.penalties, outputs, penalty_key, disc.step, penalty_states
+    )
+    return loss, ({**aux, **penalties, PENALTY_STATES: new_states}, stats)
 
   new_disc, aux, metrics = update.update(disc, loss_fn, name="d", skip_nonfinite=config.skip_nonfinite)
-  return state.replace(disc=new_disc), {**metrics, **aux}
+  new_states = aux.pop(PENALTY_STATES)
+  new_state = state.replace(disc=new_disc)
+  if new_states:
+    if config.skip_nonfinite:
+      new_states = update.keep_if(metrics["d_finite"], new_states, penalty_states)
+    new_state = new_state.replace(extra={**state.extra, PENALTY_STATES: new_states})
+  return new_state, {**metrics, **aux}
 
 
 def g_update(state: GANState, batch: Batch, key: Array, config: Config) -> tuple[GANState, Metrics]:
@@ -305,21 +354,40 @@ def g_update(state: GANState, batch: Batch, key: Array, config: Config) -> tuple
   z = sample_latent(z_key, batch_size, config)
   labels = sample_labels(label_key, batch_size, config)
   gen, disc = state.gen, state.disc
-  real = real_out = None
+  if config.augment is not None:
+    real_aug_key, fake_aug_key = jax.random.split(jax.random.fold_in(key, AUGMENT_TAG))
+  real = real_out = real_cls = None
   if loss_pair.generator_needs_real:
-    real = pack_samples(batch["x"], config.pack)
+    real = batch["x"]
+    if config.augment is not None:
+      real = _augment(config, real_aug_key, real)
+    real = pack_samples(real, config.pack)
     real_key = jax.random.fold_in(d_drop_key, 1)
     real_out, _ = update.apply_network(disc, disc.params, real, batch.get("label"), train=True, key=real_key)
+    real_out, real_cls = update.split_outputs(real_out)
+
+  def discriminate(x):
+    return update.split_outputs(update.apply_network(disc, disc.params, x, labels, train=True, key=d_drop_key)[0])
 
   def critic(x):
-    return update.apply_network(disc, disc.params, x, labels, train=True, key=d_drop_key)[0]
+    return discriminate(x)[0]
 
   def loss_fn(params):
     fake, stats = update.apply_network(gen, params, z, labels, train=True, key=g_drop_key)
+    if config.augment is not None:
+      fake = _augment(config, fake_aug_key, fake)
     fake = pack_samples(fake, config.pack)
-    fake_out = critic(fake)
+    fake_out, fake_cls = discriminate(fake)
     outputs = losses_lib.GANOutputs(
-      real=real, fake=fake, real_logits=real_out, fake_logits=fake_out, labels=labels, critic=critic, step=gen.step
+      real=real,
+      fake=fake,
+      real_logits=real_out,
+      fake_logits=fake_out,
+      labels=labels,
+      critic=critic,
+      step=gen.step,
+      real_class_logits=real_cls,
+      fake_class_logits=fake_cls,
     )
     loss, extra = losses_lib.evaluate_loss(loss_pair.generator, outputs)
     return loss, ({"g_fake_out": jnp.mean(fake_out), **extra}, stats)

@@ -212,11 +212,18 @@ def architecture_for(dataset: str, image_shape: tuple[int, ...]) -> str:
   return by_size[image_shape[0]]
 
 
-def dataset_arrays(name: str, split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """All of a labelled split as uint8 images (N, H, W, C) and int32 labels (N,)."""
+def dataset_arrays(
+  name: str, split: str, data_dir: str | None = None, image_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+  """All of a labelled split as uint8 images (N, H, W, C) and int32 labels (N,).
+
+  ``image_size`` resizes every image as a GAN run's ``--image_size
+  --convert_data`` does (centre crop to a square, bilinear), so a classifier
+  can score runs on resized data (e.g. the 8x8 digits at 32 px).
+  """
   from jaxgan.data import images as images_lib  # the data pipeline imports tfds; keep it lazy
 
-  source = images_lib.make_source(name, split, data_dir)
+  source = images_lib.make_source(name, split, data_dir, image_size=image_size or None)
   if source.num_classes is None:
     raise images_lib.DataError(f"{name} split {split!r} has no labels: a classifier needs labelled data")
   examples = [source[i] for i in range(len(source))]
@@ -377,9 +384,10 @@ def params_digest(params: Any) -> str:
   return h.hexdigest()[:16]
 
 
-def train_command(dataset: str, workdir: str) -> str:
-  """The command that trains the classifier a run expects in ``workdir``."""
-  return f"python experiments/train_classifier.py --dataset={dataset} --workdir={workdir}"
+def train_command(dataset: str, workdir: str, image_size: int | None = None) -> str:
+  """The command that trains the classifier a run expects in ``workdir`` (``--image_size`` when resized)."""
+  size = f" --image_size={image_size}" if image_size else ""
+  return f"python experiments/train_classifier.py --dataset={dataset}{size} --workdir={workdir}"
 
 
 def save_classifier(workdir: str, params: Any, info: dict) -> dict:

@@ -20,6 +20,12 @@ What lives here:
   stack of Dense -> activation -> dropout layers), :func:`image_head` (Dense
   -> tanh -> image reshape) and :func:`logit_head` (Dense(1) -> logits (B,));
   :func:`fields_of` forwards a module's own fields to a sub-module it wraps.
+* Spectral normalisation (Miyato, Kataoka, Koyama & Yoshida, 2018), built on
+  Flax's :class:`flax.linen.SpectralNorm`: :func:`spectral_norm` wraps one
+  Dense / Conv / Embed layer inside a compact method, and
+  :class:`SpectralNormalized` wraps a whole discriminator (every weight of
+  rank >= 2). The power-iteration state lives in the 'batch_stats'
+  collection and is updated in training mode only.
 
 All modules follow the library conventions: a ``dtype`` (compute dtype) and a
 ``param_dtype`` attribute, passed to every parameterised layer.
@@ -27,6 +33,7 @@ All modules follow the library conventions: a ``dtype`` (compute dtype) and a
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -34,6 +41,8 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxgan.state import ModuleCall
 
 __all__ = [
   "Maxout",
@@ -55,6 +64,8 @@ __all__ = [
   "dense_stack",
   "image_head",
   "logit_head",
+  "spectral_norm",
+  "SpectralNormalized",
 ]
 
 
@@ -78,20 +89,21 @@ def normal_init(stddev: float = 0.02):
   return init
 
 
-def glorot_uniform_init():
+def glorot_uniform_init(gain: float = 1.0):
   """Glorot/Xavier uniform initialiser (Keras' default kernel initialiser).
 
-  Entries are U(-a, a) with ``a = sqrt(6 / (fan_in + fan_out))``, where for a
-  kernel of shape ``(*receptive, in, out)`` ``fan_in = prod(receptive) * in``
+  Entries are U(-a, a) with ``a = gain * sqrt(6 / (fan_in + fan_out))``, where
+  for a kernel of shape ``(*receptive, in, out)`` ``fan_in = prod(receptive) * in``
   and ``fan_out = prod(receptive) * out`` -- identical to
-  ``flax.linen.initializers.xavier_uniform()``, but sampled flat.
+  ``flax.linen.initializers.xavier_uniform()`` for ``gain=1`` and to PyTorch's
+  ``nn.init.xavier_uniform_(w, gain)``, but sampled flat.
   """
 
   def init(key, shape, dtype=jnp.float32):
     receptive = num_elements(shape[:-2]) if len(shape) > 2 else 1
     fan_in = receptive * (shape[-2] if len(shape) > 1 else 1)
     fan_out = receptive * shape[-1]
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    limit = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return _flat_random(lambda k, s: jax.random.uniform(k, s, jnp.float32, -limit, limit), key, shape, dtype)
 
   return init
@@ -213,15 +225,27 @@ def fields_of(module: nn.Module, *names: str) -> dict[str, Any]:
   return {name: getattr(module, name) for name in names}
 
 
-def batch_norm(train: bool, dtype: Any, param_dtype: Any, name: str, scale_init: Any = nn.initializers.ones):
+def batch_norm(
+  train: bool,
+  dtype: Any,
+  param_dtype: Any,
+  name: str,
+  scale_init: Any = nn.initializers.ones,
+  *,
+  affine: bool = True,
+):
   """``nn.BatchNorm`` with momentum 0.9 (PyTorch's 0.1) and epsilon 1e-5.
 
-  Batch statistics in training, running averages otherwise.
+  Batch statistics in training, running averages otherwise. ``affine=False``
+  leaves out the learned scale and bias (PyTorch's ``affine=False``), for a
+  caller that supplies its own, e.g. a class-conditional BatchNorm.
   """
   return nn.BatchNorm(
     use_running_average=not train,
     momentum=0.9,
     epsilon=1e-5,
+    use_scale=affine,
+    use_bias=affine,
     scale_init=scale_init,
     dtype=dtype,
     param_dtype=param_dtype,
@@ -325,3 +349,141 @@ class Maxout(nn.Module):
     )(x)
     z = z.reshape(z.shape[:-1] + (self.features, self.num_pieces))
     return jnp.max(z, axis=-1)
+
+
+# --------------------------------------------------------------------------
+# Spectral normalisation
+# --------------------------------------------------------------------------
+
+
+class _SpectralNorm(nn.SpectralNorm):
+  """:class:`flax.linen.SpectralNorm` restricted to the 'params' collection, keeping each weight's dtype.
+
+  ``nn.SpectralNorm`` maps every collection of the wrapped module; a wrapped
+  module's own non-parameter state (BatchNorm statistics, the ``u`` vectors of
+  spectrally normalised layers inside it) must pass through untouched, and the
+  normalised weight keeps its own dtype (not the promotion with the float32
+  ``u``).
+  """
+
+  def _spectral_normalize(self, path, vs, update_stats):
+    if getattr(path[0], "key", None) != "params":
+      return vs
+    value = super()._spectral_normalize(path, vs, update_stats)
+    return jnp.asarray(value, jnp.asarray(vs).dtype)
+
+
+def _check_n_steps(n_steps: int) -> None:
+  # nn.SpectralNorm silently returns the raw weights for n_steps < 1.
+  if n_steps < 1:
+    raise ValueError(f"spectral normalisation needs n_steps >= 1 power iterations, got {n_steps}")
+
+
+def spectral_norm(
+  layer: nn.Module,
+  *,
+  train: bool,
+  n_steps: int = 1,
+  enabled: bool = True,
+  name: str | None = None,
+) -> Callable[..., Any]:
+  r"""``layer`` with its weights divided by their spectral norm (Miyato et al., 2018).
+
+  Miyato, Kataoka, Koyama & Yoshida (2018), "Spectral Normalization for
+  Generative Adversarial Networks", ICLR. Every weight :math:`W` of rank >= 2
+  (a Dense kernel ``(in, out)``, a Conv kernel ``(kh, kw, in, out)`` viewed as
+  ``(kh*kw*in, out)`` -- the transpose of the paper's ``(out, in*kh*kw)``, so
+  the same singular values -- or an Embed table ``(num, features)``) is
+  replaced by
+
+  .. math::  \bar W = W / \sigma(W), \qquad \sigma(W) = \max_{h \ne 0} \|W h\|_2 / \|h\|_2,
+
+  its largest singular value, estimated by power iteration on a persistent
+  vector :math:`u` (row-vector form, ``n_steps`` times per call):
+  :math:`v \leftarrow u W^\top / \|u W^\top\|`, :math:`u \leftarrow v W / \|v W\|`,
+  :math:`\sigma = v W u^\top`. :math:`u` and :math:`v` are constants for the
+  gradient; :math:`\sigma` is not (the paper's gradient). Biases are untouched.
+
+  Built on :class:`flax.linen.SpectralNorm`. Must be called inside a compact
+  method of the module that owns ``layer`` (its parameters keep that module's
+  names, e.g. ``params/conv1/kernel``, exactly as without spectral
+  normalisation). The estimate lives in the 'batch_stats' collection of a
+  sibling module ``f"{layer.name}_sn"`` (or ``name``), under flat keys
+  ``f"{layer.name}/kernel/u"`` (shape ``(1, out)``, drawn N(0, 1) from the
+  'params' rng at init, so deterministic given the init key) and
+  ``f"{layer.name}/kernel/sigma"`` (``()``, 1 at init). In training
+  (``train=True``, applied with ``mutable=['batch_stats']``) the new ``u`` and
+  ``sigma`` are stored; otherwise they are left as they are, but the layer still
+  runs ``n_steps`` power iterations from the stored ``u`` and divides by that
+  fresh estimate (Flax's behaviour: evaluation is deterministic, not a read of
+  the stored ``sigma``).
+
+  Args:
+    layer: a Dense / Conv / Embed (any module) created in the calling compact method.
+    train: whether to store the updated power-iteration state.
+    n_steps: power iterations per call (1 in the paper); must be >= 1.
+    enabled: False returns ``layer`` itself (for ablations; same parameter tree).
+    name: name of the ``nn.SpectralNorm`` module (default ``f"{layer.name}_sn"``).
+
+  Returns:
+    A callable taking ``layer``'s own call arguments.
+  """
+  if not enabled:
+    return layer
+  _check_n_steps(n_steps)
+  if name is None and layer.name is not None:
+    name = f"{layer.name}_sn"
+  return functools.partial(_SpectralNorm(layer, n_steps=n_steps, name=name), update_stats=train)
+
+
+class SpectralNormalized(nn.Module):
+  r"""A whole network with every weight of rank >= 2 spectrally normalised (Miyato et al., 2018).
+
+  Miyato, Kataoka, Koyama & Yoshida (2018), "Spectral Normalization for
+  Generative Adversarial Networks", ICLR: the discriminator's layers are
+  constrained to :math:`\sigma(\bar W) = 1`, so the network is (for 1-Lipschitz
+  activations) 1-Lipschitz. Each weight :math:`W` of ``inner`` of rank >= 2 is
+  replaced by :math:`W / \sigma(W)` as in :func:`spectral_norm` (convolution
+  kernels viewed as ``(kh*kw*in, out)``); 1-D parameters (biases, BatchNorm
+  scales and offsets) and ``inner``'s own non-parameter state are untouched.
+
+  Follows the model contract of :mod:`jaxgan.state`: ``__call__(x, labels=None,
+  *, train=True)``, forwarding ``labels`` only when ``inner``'s ``__call__``
+  takes labels (otherwise they are ignored, like jaxgan's unconditional models
+  do) and ``train`` only when it takes ``train`` (:class:`jaxgan.state.ModuleCall`
+  decides). Power iteration state is updated when ``train`` is True.
+
+  Variables: ``inner``'s parameters under ``params/inner/...`` (the same tree
+  as ``inner`` alone, one level down); its own BatchNorm statistics under
+  ``batch_stats/inner/...``; the power-iteration state under
+  ``batch_stats/sn/"inner/<layer path>/kernel/u"`` and ``.../sigma`` (flat keys).
+  A network whose layers are already spectrally normalised (e.g.
+  :class:`jaxgan.models.sngan.SNGANDiscriminator`) can be wrapped: its own
+  ``u`` / ``sigma`` state is left alone and the second normalisation divides
+  by ~1 (wasted work only).
+
+  Attributes:
+    inner: the network to normalise (a Flax module, unbound).
+    n_steps: power iterations per call (1 in the paper).
+  """
+
+  inner: nn.Module
+  n_steps: int = 1
+
+  @property
+  def is_conditional(self) -> bool:
+    """``inner.is_conditional`` (False when ``inner`` does not say)."""
+    return bool(getattr(self.inner, "is_conditional", False))
+
+  @property
+  def num_classes(self) -> int:
+    """``inner.num_classes`` (0 when ``inner`` has none)."""
+    return int(getattr(self.inner, "num_classes", 0) or 0)
+
+  @nn.compact
+  def __call__(self, x, labels=None, *, train: bool = True):
+    _check_n_steps(self.n_steps)
+    call = ModuleCall.of(self.inner)
+    args = (x, labels) if call.takes_labels else (x,)
+    kwargs = {"train": train} if call.takes_train else {}
+    return _SpectralNorm(self.inner, n_steps=self.n_steps, name="sn")(*args, update_stats=train, **kwargs)
