@@ -43,19 +43,19 @@ from jaxgan.families import gan
 from jaxgan.metrics import classifier as clf
 from jaxgan.metrics import features as features_lib
 from jaxgan.metrics import frechet
-from jaxgan.models import cgan
 from jaxgan.recipes import conditional
 from jaxgan.recipes import images as image_recipe
 
 launch.define_common_flags(default_steps=10000, default_batch=64)
 flag_groups.image_data()
 flag_groups.model_size(
-  cgan.GENERATORS,
-  cgan.DISCRIMINATORS,
+  conditional.GENERATORS,
+  conditional.DISCRIMINATORS,
   "cgan_mlp",
   "cgan_mlp",
   widths_help="(empty: the model's; an MLP's hidden widths, one number for a convolutional model's base channel "
-  "count, three for cgan_paper (z, label, joint layer) and cgan_maxout (image, label, joint maxout units))",
+  "count, three for cgan_paper (z, label, joint layer) and cgan_maxout (image, label, joint maxout units); sngan: "
+  "conditional BatchNorm G, projection D, sngan_ac: AC-GAN head for --loss=acgan)",
 )
 flags.DEFINE_float(
   "g_dropout", None, "Generator dropout rate (default: the model's).", lower_bound=0.0, upper_bound=0.99

@@ -295,9 +295,19 @@ def _normalised(flags: dict) -> dict:
   return json.loads(json.dumps(flags, sort_keys=True, default=str))
 
 
+# Flags added after runs were saved, with the value that reproduces what those runs did: a saved run whose
+# flags lack one is taken to have had this value (so it resumes without a spurious "changed flag").
+ADDED_FLAG_DEFAULTS = {
+  "spectral_norm": False, "diffaugment": [], "dragan_weight": 0.0, "bcr_weight": 0.0, "lecam_weight": 0.0,
+  "lecam_decay": 0.99, "r1_every": 1, "ac_weight": 1.0,
+}  # fmt: skip
+
+
 def changed_flags(saved: dict, current: dict, neutral: Collection[str] = NEUTRAL_FLAGS) -> dict[str, tuple]:
-  """{flag: (old, new)} for every flag outside ``neutral`` that differs between two runs' flags."""
-  saved, current = _normalised(saved), _normalised(current)
+  """{flag: (old, new)} for every flag outside ``neutral`` that differs between two runs' flags (a flag of
+  `ADDED_FLAG_DEFAULTS` missing from ``saved`` counts as its default there)."""
+  added = {k: v for k, v in ADDED_FLAG_DEFAULTS.items() if k in current and k not in saved}
+  saved, current = _normalised({**saved, **added}), _normalised(current)
   return {
     k: (saved.get(k), current.get(k))
     for k in sorted(set(saved) | set(current))

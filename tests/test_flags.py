@@ -23,7 +23,7 @@ OFFLINE = ("digits", "stacked_digits", "grid25", "ring8", "digits_edges")
 # One name per concept: these must be the same flags in every script that has the concept.
 SHARED = {"workdir", "seed", "num_steps", "batch_size", "log_every", "checkpoint_every", "sample_every", "tensorboard"}
 SHARED |= {"g_widths", "d_widths", "optimizer", "lr", "d_lr", "b1", "b2", "lr_schedule", "decay_start", "loss"}
-SHARED |= {"eval_samples", "allow_flag_changes", "skip_nonfinite"}
+SHARED |= {"eval_samples", "allow_flag_changes", "skip_nonfinite", "spectral_norm"}
 OLD_NAMES = {"width", "depth", "g_width", "g_depth", "g_hidden", "d_hidden", "base_features", "d_base_features"}
 OLD_NAMES |= {"decay_steps", "eval_per_class", "num_eval", "num_fake", "grid_columns", "num_strip"}
 OLD_NAMES |= {"translate_direction", "lambda_cycle", "lambda_identity", "train_split", "evaluate", "dropout_rate"}
@@ -57,8 +57,13 @@ print("PROBE" + json.dumps(out, default=str))
 """
 
 
+# Flag files named after a model rather than a script, by the script that runs them.
+MODEL_FLAG_FILES = {"dcgan": ("sngan",)}
+
+
 def flag_files(script: str) -> list[str]:
-  return sorted(str(p) for p in FLAGS_DIR.glob(f"{script}_*.flags"))
+  prefixes = (script, *MODEL_FLAG_FILES.get(script, ()))
+  return sorted(str(p) for prefix in prefixes for p in FLAGS_DIR.glob(f"{prefix}_*.flags"))
 
 
 def probe(script: str, cwd: Path = ROOT) -> dict:

@@ -59,7 +59,7 @@ def run_example(tmp_path):
 
 
 def test_the_three_examples_are_there_and_short():
-  assert set(BLOCKS) == {"setup", "loss", "penalty", "step"}
+  assert set(BLOCKS) == {"setup", "loss", "penalty", "step", "toolkit"}
   for name in ("loss", "penalty", "step"):
     lines = BLOCKS[name].strip().splitlines()
     assert len(lines) <= MAX_LINES, (name, len(lines))
@@ -179,3 +179,24 @@ def test_simultaneous_step_on_three_vmapped_seeds(run_example, tmp_path):
   for x, y in zip(jax.tree.leaves(ns["multiseed"].unstack_state(few, 1)), jax.tree.leaves(single)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
   assert_resume_is_bit_exact(ns, config, tmp_path / "resumed", stacked, step_fn=step, seeds=(0, 1, 2))
+
+
+def test_toolkit_example_trains(run_example):
+  """The "modern toolkit" block: its config and networks train (n_critic cut to 1 for compile time)."""
+  import dataclasses
+  import functools
+
+  ns = run_example("toolkit")
+  config = dataclasses.replace(ns["config"], n_critic=1)
+  tx = optax.adam(2e-4, b1=0.0, b2=0.9)
+  nets = dict(generator=ns["generator"], discriminator=ns["discriminator"], data_shape=(32, 32, 1))
+  state = gan.init_state(config, seed=0, g_tx=tx, d_tx=tx, **nets)
+  step = jax.jit(functools.partial(gan.train_step, config=config))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (1, 8, 32, 32, 1), minval=-1.0, maxval=1.0)
+  for _ in range(2):
+    state, metrics = step(state, {"x": x})
+  assert bool(metrics["finite"]) and int(state.step) == 2
+  assert {"dragan_penalty", "bcr_real", "bcr_fake", "lecam"} <= set(metrics)
+  assert float(state.extra["penalties"]["lecam"]["anchor_real"]) != 0.0
+  variables = ns["sn_dcgan"].init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)), train=False)
+  assert any(jax.tree_util.keystr(p).endswith("/u']") for p, _ in jax.tree_util.tree_leaves_with_path(variables))

@@ -27,6 +27,7 @@ both discriminators).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import flax.struct
 import jax
@@ -44,6 +45,7 @@ Batch = dict[str, Array]
 Metrics = dict[str, Array]
 
 # fold_in tag of the penalties' key (a tag, so runs without penalties keep their keys).
+AUGMENT_TAG = 0xA06  # fold_in tag of the augmentation keys (runs without augmentation keep their keys)
 PENALTY_TAG = 0x9E4A
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -134,6 +136,9 @@ class Config(steps.AdversarialConfig):
     lambda_identity: identity weight relative to lambda (0.5; 0 disables it,
       and it needs both domains to have the same channel count).
     jitter: the random jitter of each domain (independently; `jaxgan.augment.Jitter`).
+    augment: ``(key, images) -> images`` applied to every image a
+      discriminator sees, real and generated (pooled), in both updates
+      (DiffAugment, `jaxgan.augment.DiffAugment`). None: off.
   """
 
   loss: str | losses_lib.GANLoss = "least_squares"
@@ -141,6 +146,7 @@ class Config(steps.AdversarialConfig):
   lambda_b: float = 10.0
   lambda_identity: float = 0.5
   jitter: augment.Jitter = augment.Jitter()
+  augment: Callable[[Array, Array], Array] | None = None
 
   def __post_init__(self):
     super().__post_init__()
@@ -222,9 +228,16 @@ def train_step(state: State, batch: Batch, config: Config) -> tuple[State, Metri
   def run(net, params, stats, x, i):
     return update.apply_network(net, params, x, train=True, key=jax.random.fold_in(drop, i), batch_stats=stats)
 
+  aug_key = jax.random.fold_in(key, AUGMENT_TAG)
+
+  def augmented(x, i):
+    return x if config.augment is None else config.augment(jax.random.fold_in(aug_key, i), x)
+
   def adversarial(d, fake, i):
     def critic(x, i=i):
       return run(d, d.params, d.batch_stats, x, i)[0]
+
+    fake = augmented(fake, i)
 
     outputs = losses_lib.GANOutputs(real=None, fake=fake, real_logits=None, fake_logits=critic(fake), critic=critic)
     return scale * losses_lib.evaluate_loss(loss_pair.generator, outputs)[0]
@@ -261,6 +274,7 @@ def train_step(state: State, batch: Batch, config: Config) -> tuple[State, Metri
     for j, (name, d, p, real, pooled) in enumerate(
       (("a", d_a, params[0], real_a, pooled_a), ("b", d_b, params[1], real_b, pooled_b))
     ):
+      real, pooled = augmented(real, 8 + 2 * j), augmented(pooled, 9 + 2 * j)
       real_out, s = run(d, p, d.batch_stats, real, 8 + 2 * j)
       fake_out, s = run(d, p, s, pooled, 9 + 2 * j)
 

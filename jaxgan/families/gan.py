@@ -73,6 +73,10 @@ class Config(steps.AdversarialConfig):
       `jaxgan.augment.DiffAugment`) or any differentiable augmentation. Its
       keys are folded from the update's key; penalties see the augmented
       batches (what D sees). None: no augmentation.
+    unroll: inline the iteration's repeated updates up to this many (True:
+      always, False: a `jax.lax.scan`); see `jaxgan.steps.repeat_update`.
+      Inlined convolutions run up to ~50x faster on XLA:CPU; the two programs
+      differ in floating-point rounding only.
   """
 
   n_critic: int = 1
@@ -83,6 +87,7 @@ class Config(steps.AdversarialConfig):
   num_classes: int = 0
   pack: int = 1
   augment: Callable[[Array, Array], Array] | None = None
+  unroll: bool | int = steps.UNROLL_UP_TO
 
   def __post_init__(self):
     super().__post_init__()
@@ -410,4 +415,5 @@ def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState,
     g_update=functools.partial(g_update, config=config),
     n_critic=config.n_critic,
     n_gen=config.n_gen,
+    unroll=config.unroll,
   )

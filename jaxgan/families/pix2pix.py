@@ -21,6 +21,7 @@ penalties can be added to D's loss.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import jax
@@ -40,8 +41,16 @@ Array = jax.Array
 Batch = dict[str, Array]
 Metrics = dict[str, Array]
 
-# fold_in tag of the penalties' key (a tag, so runs without penalties keep their keys).
+# fold_in tags of the penalties' and the augmentation's keys (tags, so runs without them keep their keys).
 PENALTY_TAG = 0x9E4A
+AUGMENT_TAG = 0xA06
+
+
+def augment_pair(augment_fn: Callable[[Array, Array], Array], key: Array, pair: Array, split: int) -> Array:
+  """``augment_fn`` applied with one key to both halves of a (B, H, W, C_in + C_out) pair (split at ``split``
+  channels): the same translation, cutout and colour factors for input and output, each half's colour
+  statistics its own."""
+  return jnp.concatenate([augment_fn(key, pair[..., :split]), augment_fn(key, pair[..., split:])], axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +62,16 @@ class Config(steps.AdversarialConfig):
     l1_weight: lambda (100).
     d_loss_scale: factor on D's adversarial loss (0.5).
     jitter: the random jitter of (input, target) pairs (`jaxgan.augment.Jitter`).
+    augment: ``(key, images) -> images`` applied to every pair the
+      discriminator sees, real and generated, in both updates (DiffAugment,
+      `jaxgan.augment.DiffAugment`): the input and the output halves of a pair
+      get the same draws (one key), so they stay aligned. None: off.
   """
 
   l1_weight: float = 100.0
   d_loss_scale: float = 0.5
   jitter: augment.Jitter = augment.Jitter()
+  augment: Callable[[Array, Array], Array] | None = None
 
   def __post_init__(self):
     super().__post_init__()
@@ -107,6 +121,10 @@ def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState,
   fake, _ = update.apply_network(gen, gen.params, x, train=True, key=g_drop)
   real_pair = jnp.concatenate([x, y], axis=-1)
   fake_pair = jnp.concatenate([x, jax.lax.stop_gradient(fake)], axis=-1)
+  if config.augment is not None:
+    real_aug, fake_aug, g_aug = jax.random.split(jax.random.fold_in(key, AUGMENT_TAG), 3)
+    real_pair = augment_pair(config.augment, real_aug, real_pair, x.shape[-1])
+    fake_pair = augment_pair(config.augment, fake_aug, fake_pair, x.shape[-1])
 
   def d_loss_fn(params):
     real_out, stats = update.apply_network(disc, params, real_pair, train=True, key=d_real_drop)
@@ -141,6 +159,8 @@ def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState,
   def g_loss_fn(params):
     out, stats = update.apply_network(gen, params, x, train=True, key=g_drop)
     pair = jnp.concatenate([x, out], axis=-1)
+    if config.augment is not None:
+      pair = augment_pair(config.augment, g_aug, pair, x.shape[-1])
     outputs = losses_lib.GANOutputs(
       real=real_pair if real_out is not None else None,
       fake=pair,

@@ -29,12 +29,19 @@ import numpy as np
 from jaxgan import runs, sampling, viz
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
-from jaxgan.models import cgan
+from jaxgan.models import cgan, sngan
 from jaxgan.recipes import gan_settings
 from jaxgan.recipes import images as image_recipe
 from jaxgan.state import GANState
 
 EXPERIMENT = "cgan"
+
+
+# The conditional registries: the cGAN paper's and convolutional models (`jaxgan.models.cgan`) and the SNGAN
+# ResNets (`jaxgan.models.sngan`: conditional BatchNorm in G, the projection discriminator), plus
+# ``sngan_ac``, the SNGAN discriminator with an AC-GAN classifier head instead of the projection (--loss=acgan).
+GENERATORS = {**cgan.GENERATORS, **sngan.GENERATORS}
+DISCRIMINATORS = {**cgan.DISCRIMINATORS, **sngan.DISCRIMINATORS, "sngan_ac": sngan.SNGANDiscriminator}
 
 
 def _build(
@@ -44,7 +51,8 @@ def _build(
     raise ConfigError(f"unknown conditional {role} {name!r}: choose one of {', '.join(sorted(registry))}")
   cls = registry[name]
   fields = {f.name for f in dataclasses.fields(cls)}
-  kwargs = {"num_classes": num_classes}
+  # An AC-GAN discriminator reads no labels: it predicts them (aux_classes) instead of being conditioned.
+  kwargs = {"aux_classes": num_classes, "num_classes": 0} if name == "sngan_ac" else {"num_classes": num_classes}
   if "image_shape" in fields:
     kwargs["image_shape"] = tuple(image_shape)
   if "image_size" in fields:
@@ -75,8 +83,8 @@ def build_conditional_pair(
   ``*_overrides`` set module attributes (e.g. ``{"width": 32, "dropout": 0.0}``);
   entries that are None are ignored, unknown ones are a `ConfigError`.
   """
-  g = _build(cgan.GENERATORS, generator, "generator", image_shape, num_classes, g_overrides or {})
-  d = _build(cgan.DISCRIMINATORS, discriminator, "discriminator", image_shape, num_classes, d_overrides or {})
+  g = _build(GENERATORS, generator, "generator", image_shape, num_classes, g_overrides or {})
+  d = _build(DISCRIMINATORS, discriminator, "discriminator", image_shape, num_classes, d_overrides or {})
   return g, d
 
 
@@ -92,8 +100,13 @@ WIDTH_SETTINGS = (
 def _width_overrides(registry: dict, name: str, cfg: Mapping[str, Any], flag: str, dropout_flag: str) -> dict:
   """--g_widths / --d_widths as the model's own settings (`WIDTH_SETTINGS`: an MLP's hidden widths, a
   convolutional network's base channel count, the paper models' three layer widths) and its dropout rate."""
-  overrides = {"dropout": cfg.get(dropout_flag)}
   fields = {f.name for f in dataclasses.fields(registry[name])} if name in registry else set()
+  if "dropout" in fields:
+    overrides = {"dropout": cfg.get(dropout_flag)}
+  elif cfg.get(dropout_flag):
+    raise ConfigError(f"--{dropout_flag}: {name} has no dropout (set it to 0)")
+  else:
+    overrides = {}
   for names, count, meaning in WIDTH_SETTINGS:
     if set(names) <= fields:
       values = runs.widths(cfg, flag, count, f"{name}: {meaning}")
@@ -108,14 +121,15 @@ def _width_overrides(registry: dict, name: str, cfg: Mapping[str, Any], flag: st
 def conditional_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int], num_classes: int):
   """(G, D) of a cgan.py run from the registries of `jaxgan.models.cgan`, with its width overrides."""
   g, d = cfg["generator"], cfg["discriminator"]
-  return build_conditional_pair(
+  gen, disc = build_conditional_pair(
     g,
     d,
     tuple(image_shape),
     num_classes,
-    g_overrides=_width_overrides(cgan.GENERATORS, g, cfg, "g_widths", "g_dropout"),
-    d_overrides=_width_overrides(cgan.DISCRIMINATORS, d, cfg, "d_widths", "d_dropout"),
+    g_overrides=_width_overrides(GENERATORS, g, cfg, "g_widths", "g_dropout"),
+    d_overrides=_width_overrides(DISCRIMINATORS, d, cfg, "d_widths", "d_dropout"),
   )
+  return gen, gan_settings.discriminator(cfg, disc)
 
 
 def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:

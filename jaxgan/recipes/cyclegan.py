@@ -50,6 +50,7 @@ def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
     lambda_identity=cfg["identity_weight"],
     jitter=translation_jitter(cfg, cfg["image_size"]),
     skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
+    augment=gan_settings.augment(cfg),
   )
   if config.lambda_identity and shape_a[-1] != shape_b[-1]:
     raise ConfigError(
@@ -63,7 +64,9 @@ def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
     return ResNetGenerator(channels=channels, base_features=g_base, num_blocks=cfg["num_blocks"])
 
   def discriminator():
-    return CycleGANDiscriminator(patch_size=int(cfg["patch_size"]), base_features=d_base)
+    return gan_settings.discriminator(
+      cfg, CycleGANDiscriminator(patch_size=int(cfg["patch_size"]), base_features=d_base)
+    )
 
   def init_one(seed):
     nets = dict(generator_ab=generator(shape_b[-1]), generator_ba=generator(shape_a[-1]))

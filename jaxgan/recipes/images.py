@@ -35,25 +35,32 @@ from jaxgan.data import images as images_lib
 from jaxgan.errors import ConfigError
 from jaxgan.families import gan
 from jaxgan.metrics import frechet, prdc
-from jaxgan.models import dcgan, mlp
+from jaxgan.models import dcgan, mlp, sngan
 from jaxgan.models.dcgan import radford_num_stages
 from jaxgan.recipes import gan_settings
 from jaxgan.state import GANState
 
-GENERATORS = {"mlp": mlp.MLPGenerator, **dcgan.GENERATORS}
-DISCRIMINATORS = {"mlp": mlp.MLPDiscriminator, "mlp_maxout": mlp.MaxoutDiscriminator, **dcgan.DISCRIMINATORS}
+GENERATORS = {"mlp": mlp.MLPGenerator, **dcgan.GENERATORS, **sngan.GENERATORS}
+DISCRIMINATORS = {
+  "mlp": mlp.MLPDiscriminator,
+  "mlp_maxout": mlp.MaxoutDiscriminator,
+  **dcgan.DISCRIMINATORS,
+  **sngan.DISCRIMINATORS,
+}
 
 # How many numbers --g_widths / --d_widths take for each model, and what they mean.
 G_WIDTHS = {
   "mlp": (None, "hidden layer widths, any number (default 1200,1200)"),
   "dcgan_mnist": (3, "dense width, projection channels, conv channels (default 512,128,64)"),
   "dcgan": (1, "channels of the last hidden layer, doubled towards z (default 64)"),
+  "sngan": (1, "channels of the residual blocks (default 256 at 32 px; 512, halved per block, at 48 px)"),
 }
 D_WIDTHS = {
   "mlp": (None, "hidden layer widths, any number (default 512,256)"),
   "mlp_maxout": (None, "maxout units per layer, any number (default 240,240)"),
   "dcgan_mnist": (3, "two conv widths and the dense width (default 256,512,256)"),
   "dcgan": (1, "channels of the first conv, doubled per stage (default 64)"),
+  "sngan": (1, "channels of the residual blocks (default 128 at 32 px; 64, doubled per block, at 48 px)"),
 }
 
 SAMPLES_DIR = "samples"
@@ -231,7 +238,7 @@ def build_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]):
   h, w, c = image_shape
   gw = _widths(cfg, G_WIDTHS, g_name, "g_widths")
   dw = _widths(cfg, D_WIDTHS, d_name, "d_widths")
-  needs_square = [n for n in (g_name, d_name) if n.startswith("dcgan")]
+  needs_square = [n for n in (g_name, d_name) if n.startswith(("dcgan", "sngan"))]
   if needs_square and h != w:
     raise ConfigError(
       f"{needs_square[0]} needs square images, the data is {_shape_str(image_shape)}: "
@@ -242,6 +249,8 @@ def build_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]):
       radford_num_stages(h)
     if "dcgan_mnist" in (g_name, d_name) and h % 4:
       raise ValueError(f"dcgan_mnist needs an image size divisible by 4, got {h}")
+    if "sngan" in (g_name, d_name) and h % 8:
+      raise ValueError(f"the SNGAN ResNets need an image size divisible by 8 (32, 48), got {h}")
   except ValueError as e:
     raise ConfigError(
       f"image size {h} does not suit {g_name}/{d_name} ({e}): choose another --image_size with --convert_data"
@@ -252,6 +261,8 @@ def build_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]):
   elif g_name == "dcgan_mnist":
     extra = dict(zip(("hidden", "base_channels", "mid_channels"), gw))
     gen = dcgan.MnistDCGANGenerator(image_size=h, channels=c, **extra)
+  elif g_name == "sngan":
+    gen = sngan.SNGANGenerator(image_size=h, channels=c, **({"width": gw[0]} if gw else {}))
   else:
     gen = dcgan.DCGANGenerator(image_size=h, channels=c, **({"width": gw[0]} if gw else {}))
   if d_name == "mlp":
@@ -260,8 +271,11 @@ def build_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]):
     disc = mlp.MaxoutDiscriminator(**({"units": tuple(dw)} if dw else {}))
   elif d_name == "dcgan_mnist":
     disc = dcgan.MnistDCGANDiscriminator(**({"conv_channels": tuple(dw[:2]), "hidden": dw[2]} if dw else {}))
+  elif d_name == "sngan":
+    disc = sngan.SNGANDiscriminator(image_size=h, **({"width": dw[0]} if dw else {}))
   else:
     disc = dcgan.DCGANDiscriminator(image_size=h, **({"width": dw[0]} if dw else {}))
+  disc = gan_settings.discriminator(cfg, disc)
 
   # Shape check by tracing only (nothing is computed): G must produce the data's shape.
   z = jax.ShapeDtypeStruct((2, int(cfg["latent_dim"])), jnp.float32)

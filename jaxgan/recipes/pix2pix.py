@@ -63,14 +63,18 @@ def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
     generator.depth(shape_a[0], shape_a[1])  # a clear error for unusable sizes, before any compile
   except ValueError as e:
     raise ConfigError(f"--image_size={shape_a[0]}: {e}") from None
-  discriminator = PatchGANDiscriminator(
-    patch_size=int(cfg["patch_size"]), base_features=base_features(cfg, "d_widths", "the PatchGAN's first block")
+  discriminator = gan_settings.discriminator(
+    cfg,
+    PatchGANDiscriminator(
+      patch_size=int(cfg["patch_size"]), base_features=base_features(cfg, "d_widths", "the PatchGAN's first block")
+    ),
   )
   config = pix2pix.Config(
     loss=cfg["loss"],
     l1_weight=cfg["l1_weight"],
     jitter=translation_jitter(cfg, shape_a[0]),
     skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
+    augment=gan_settings.augment(cfg),
   )
   g_tx, d_tx = gan_settings.optimizers(cfg)
 
