@@ -52,7 +52,7 @@ flag_groups.model_size(
 )
 flags.DEFINE_integer("num_blocks", 9, "Residual blocks (the paper: 6 at 128 px, 9 at 256 px).", lower_bound=0)
 flag_groups.optimizer(lr=2e-4, b1=0.5, b2=0.999, clipping=False)
-flag_groups.adversarial(loss="least_squares", steps=False, penalties=False, label=False)
+flag_groups.adversarial(loss="least_squares", steps=False, label=False, stateful=False)
 flag_groups.discriminator_options()
 flags.DEFINE_float("cycle_weight", 10.0, "Cycle-loss weight lambda (both directions).", lower_bound=0.0)
 flags.DEFINE_float("identity_weight", 0.5, "Identity-loss weight, relative to lambda (0: off).", lower_bound=0.0)

@@ -120,9 +120,10 @@ def optimizer(lr: float = 2e-4, b1: float = 0.5, b2: float = 0.999, schedule: st
 
 
 def adversarial(loss: str = "non_saturating", n_critic: int = 1, steps: bool = True, penalties: bool = True,
-                label: bool = True, images: bool = True, classes: bool = False) -> None:  # fmt: skip
+                label: bool = True, images: bool = True, classes: bool = False,
+                stateful: bool = True) -> None:  # fmt: skip
   """--loss (and --real_label, the penalties' weights, --n_critic, --n_gen where the family has them; bCR on
-  images, the AC-GAN weight for class-conditional families)."""
+  images, the AC-GAN weight for class-conditional families; LeCam where the family keeps penalty states)."""
   flags.DEFINE_enum("loss", loss, sorted(losses.LOSSES), "Adversarial loss (jaxgan.losses.register_loss adds more).")
   if label:
     flags.DEFINE_float(
@@ -137,10 +138,11 @@ def adversarial(loss: str = "non_saturating", n_critic: int = 1, steps: bool = T
     flags.DEFINE_float(
       "dragan_weight", 0.0, "DRAGAN penalty lambda (Kodali et al., 2017; 10 in the paper; 0: off).", lower_bound=0.0
     )
-    flags.DEFINE_float(
-      "lecam_weight", 0.0, "LeCam regularisation lambda (Tseng et al., 2021; 0: off).", lower_bound=0.0
-    )
-    flags.DEFINE_float("lecam_decay", 0.99, "Decay of LeCam's EMA anchors.", lower_bound=0.0, upper_bound=0.999999)
+    if stateful:
+      flags.DEFINE_float(
+        "lecam_weight", 0.0, "LeCam regularisation lambda (Tseng et al., 2021; 0: off).", lower_bound=0.0
+      )
+      flags.DEFINE_float("lecam_decay", 0.99, "Decay of LeCam's EMA anchors.", lower_bound=0.0, upper_bound=0.999999)
     if images:
       flags.DEFINE_float(
         "bcr_weight",

@@ -52,7 +52,7 @@ flags.DEFINE_bool("innermost_norm", True, "Normalise the 1x1 bottleneck (set fal
 flags.DEFINE_float("g_dropout", 0.5, "Decoder dropout on the first three blocks.", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_bool("skip_connections", True, "U-Net (true) or the paper's plain encoder-decoder (false).")
 flag_groups.optimizer(lr=2e-4, b1=0.5, b2=0.999, clipping=False)
-flag_groups.adversarial(loss="non_saturating", steps=False, penalties=False, label=False)
+flag_groups.adversarial(loss="non_saturating", steps=False, label=False)
 flag_groups.discriminator_options()
 flags.DEFINE_float("l1_weight", 100.0, "lambda of the L1 term.", lower_bound=0.0)
 flag_groups.evaluation(

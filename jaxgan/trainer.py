@@ -299,7 +299,7 @@ def _normalised(flags: dict) -> dict:
 # flags lack one is taken to have had this value (so it resumes without a spurious "changed flag").
 ADDED_FLAG_DEFAULTS = {
   "spectral_norm": False, "diffaugment": [], "dragan_weight": 0.0, "bcr_weight": 0.0, "lecam_weight": 0.0,
-  "lecam_decay": 0.99, "r1_every": 1, "ac_weight": 1.0,
+  "lecam_decay": 0.99, "r1_every": 1, "ac_weight": 1.0, "gp_weight": 0.0, "r1_weight": 0.0,
 }  # fmt: skip
 
 

@@ -152,6 +152,12 @@ class Config(steps.AdversarialConfig):
     super().__post_init__()
     if min(self.lambda_a, self.lambda_b, self.lambda_identity) < 0:
       raise ConfigError("lambda_a, lambda_b and lambda_identity must be >= 0")
+    stateful = [p.name for p in self.penalties if p.init is not None]
+    if stateful:
+      raise ConfigError(
+        f"CycleGAN keeps no state for penalties {', '.join(stateful)} (two discriminators would need one each): "
+        "use them with the GAN family or Pix2Pix, or drop them"
+      )
 
   def generator_scale(self) -> float:
     """The factor on the generator's adversarial terms: 2 for the least-squares loss.

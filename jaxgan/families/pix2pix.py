@@ -44,6 +44,7 @@ Metrics = dict[str, Array]
 # fold_in tags of the penalties' and the augmentation's keys (tags, so runs without them keep their keys).
 PENALTY_TAG = 0x9E4A
 AUGMENT_TAG = 0xA06
+PENALTY_STATES = "penalties"  # GANState.extra key of the stateful penalties' states
 
 
 def augment_pair(augment_fn: Callable[[Array, Array], Array], key: Array, pair: Array, split: int) -> Array:
@@ -91,13 +92,16 @@ def init_state(
   target_channels: int,
 ) -> GANState:
   """The initial state: G on (H, W, C_in) inputs, D on (H, W, C_in + C_out) pairs (keys: `jaxgan.state.init_keys`)."""
-  del config  # the state does not depend on the update's settings
   key, (g_key, d_key) = init_keys(seed, 2)
   x = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
   pair = jnp.zeros((1,) + tuple(input_shape[:2]) + (input_shape[2] + target_channels,), jnp.float32)
   gen = init_net(generator, g_tx, g_key, x, None)
   disc = init_net(discriminator, d_tx, d_key, pair, None)
-  return GANState(step=jnp.zeros((), jnp.int32), key=key, gen=gen, disc=disc)
+  state = GANState(step=jnp.zeros((), jnp.int32), key=key, gen=gen, disc=disc)
+  penalty_states = regularizers.initial_states(config.penalties)
+  if penalty_states:  # stateful penalties (LeCam's anchors) keep their state in the checkpointed state
+    state = state.replace(extra={PENALTY_STATES: penalty_states})
+  return state
 
 
 def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState, Metrics]:
@@ -117,6 +121,7 @@ def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState,
   jitter_key, g_drop, d_real_drop, d_fake_drop, dg_drop = jax.random.split(key, 5)
   x, y = config.jitter.pair(jitter_key, batch["a"], batch["b"])
   gen, disc = state.gen, state.disc
+  penalty_states = state.extra.get(PENALTY_STATES, {})
 
   fake, _ = update.apply_network(gen, gen.params, x, train=True, key=g_drop)
   real_pair = jnp.concatenate([x, y], axis=-1)
@@ -143,12 +148,18 @@ def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState,
       **extra,
     }
     penalty_key = jax.random.fold_in(key, PENALTY_TAG)
-    loss, penalties = regularizers.add_penalties(
-      config.d_loss_scale * adv, config.penalties, outputs, penalty_key, disc.step
+    loss, penalties, new_states = regularizers.apply_penalties(
+      config.d_loss_scale * adv, config.penalties, outputs, penalty_key, disc.step, penalty_states
     )
-    return loss, ({**aux, **penalties}, stats)
+    return loss, ({**aux, **penalties, PENALTY_STATES: new_states}, stats)
 
   new_disc, d_aux, d_metrics = update.update(disc, d_loss_fn, name="d", skip_nonfinite=config.skip_nonfinite)
+  new_states = d_aux.pop(PENALTY_STATES)
+  extra = state.extra
+  if new_states:
+    if config.skip_nonfinite:
+      new_states = update.keep_if(d_metrics["d_finite"], new_states, penalty_states)
+    extra = {**state.extra, PENALTY_STATES: new_states}
 
   def critic_after(pair, drop_key=dg_drop):
     # D in training mode as in the reference loop; its statistics updates are dropped.
@@ -176,7 +187,7 @@ def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState,
   new_gen, g_aux, g_metrics = update.update(gen, g_loss_fn, name="g", skip_nonfinite=config.skip_nonfinite)
   metrics = {**d_metrics, **g_metrics, **d_aux, **g_aux}
   metrics["finite"] = steps.finite_flag(metrics)
-  return state.replace(step=state.step + 1, gen=new_gen, disc=new_disc), metrics
+  return state.replace(step=state.step + 1, gen=new_gen, disc=new_disc, extra=extra), metrics
 
 
 def sample(state: GANState, inputs: Array, *, train: bool = False, key: Array | None = None) -> Array:

@@ -51,6 +51,7 @@ def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
     jitter=translation_jitter(cfg, cfg["image_size"]),
     skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
     augment=gan_settings.augment(cfg),
+    penalties=gan_settings.penalties(cfg),
   )
   if config.lambda_identity and shape_a[-1] != shape_b[-1]:
     raise ConfigError(

@@ -75,6 +75,7 @@ def build(cfg: Mapping[str, Any], experiment: str = EXPERIMENT) -> runs.Setup:
     jitter=translation_jitter(cfg, shape_a[0]),
     skip_nonfinite=bool(cfg.get("skip_nonfinite", False)),
     augment=gan_settings.augment(cfg),
+    penalties=gan_settings.penalties(cfg),
   )
   g_tx, d_tx = gan_settings.optimizers(cfg)
 
