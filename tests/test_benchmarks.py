@@ -143,3 +143,25 @@ def test_toy_loop_tiny(tmp_path):
   assert report["bare_ms_per_iteration"] > 0 and report["jaxgan_ms_per_iteration"] > 0
   assert report["ratio"] == pytest.approx(report["jaxgan_ms_per_iteration"] / report["bare_ms_per_iteration"])
   assert "jaxgan / bare" in proc.stdout
+
+
+def test_unroll_tiny(tmp_path):
+  """benchmarks/unroll.py on a tiny overlay of the digits DCGAN: both programs run and the ratio is reported."""
+  recipe = tmp_path / "tiny.flags"
+  base = os.path.join(ROOT, "experiments", "flags", "dcgan_digits.flags")
+  recipe.write_text(f"--flagfile={base}\n--g_widths=4\n--d_widths=4\n--batch_size=8\n--n_critic=2\n")
+  out = tmp_path / "unroll.json"
+  proc = subprocess.run(
+    [sys.executable, os.path.join(BENCH, "unroll.py"), "--script=dcgan", f"--flagfile={recipe}", "--iterations=2"]
+    + ["--repeats=1", f"--json_out={out}"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads(out.read_text())
+  ms = {k: v["ms_per_iteration"] for k, v in report["results"].items()}
+  assert set(ms) == {"inlined", "scanned"} and min(ms.values()) > 0
+  assert report["ratio"] == pytest.approx(ms["scanned"] / ms["inlined"])
