@@ -344,40 +344,35 @@ def hinge() -> GANLoss:
   )
 
 
-def relativistic() -> GANLoss:
-  """RSGAN (Jolicoeur-Martineau, 2018): `relativistic_discriminator_loss` and `relativistic_generator_loss`."""
+def _relativistic_pair(discriminator_loss: Callable, generator_loss: Callable) -> GANLoss:
+  """A `GANLoss` of two functions of (real_logits, fake_logits); the generator update computes D(real)."""
   return GANLoss(
-    lambda o: relativistic_discriminator_loss(o.real_logits, o.fake_logits),
-    lambda o: relativistic_generator_loss(o.real_logits, o.fake_logits),
+    lambda o: discriminator_loss(o.real_logits, o.fake_logits),
+    lambda o: generator_loss(o.real_logits, o.fake_logits),
     generator_needs_real=True,
   )
+
+
+def relativistic() -> GANLoss:
+  """RSGAN (Jolicoeur-Martineau, 2018): `relativistic_discriminator_loss` and `relativistic_generator_loss`."""
+  return _relativistic_pair(relativistic_discriminator_loss, relativistic_generator_loss)
 
 
 def relativistic_average() -> GANLoss:
   """RaSGAN (Jolicoeur-Martineau, 2018), TF-GAN's relativistic pair: `relativistic_average_discriminator_loss`,
   `relativistic_average_generator_loss`."""
-  return GANLoss(
-    lambda o: relativistic_average_discriminator_loss(o.real_logits, o.fake_logits),
-    lambda o: relativistic_average_generator_loss(o.real_logits, o.fake_logits),
-    generator_needs_real=True,
-  )
+  return _relativistic_pair(relativistic_average_discriminator_loss, relativistic_average_generator_loss)
 
 
 def relativistic_least_squares() -> GANLoss:
   """RSLSGAN (Jolicoeur-Martineau, 2018): the relativistic standard form of the least-squares loss."""
-  return GANLoss(
-    lambda o: relativistic_least_squares_discriminator_loss(o.real_logits, o.fake_logits),
-    lambda o: relativistic_least_squares_generator_loss(o.real_logits, o.fake_logits),
-    generator_needs_real=True,
-  )
+  return _relativistic_pair(relativistic_least_squares_discriminator_loss, relativistic_least_squares_generator_loss)
 
 
 def relativistic_average_least_squares() -> GANLoss:
   """RaLSGAN (Jolicoeur-Martineau, 2018): the relativistic average form of the least-squares loss."""
-  return GANLoss(
-    lambda o: relativistic_average_least_squares_discriminator_loss(o.real_logits, o.fake_logits),
-    lambda o: relativistic_average_least_squares_generator_loss(o.real_logits, o.fake_logits),
-    generator_needs_real=True,
+  return _relativistic_pair(
+    relativistic_average_least_squares_discriminator_loss, relativistic_average_least_squares_generator_loss
   )
 
 

@@ -38,6 +38,9 @@ class NetState(train_state.TrainState):
   batch_stats: Any = flax.struct.field(default_factory=dict)
 
 
+PENALTY_STATES = "penalties"  # the key of GANState.extra that holds the stateful penalties' states
+
+
 class GANState(flax.struct.PyTreeNode):
   """The whole training state of a two-player GAN.
 
@@ -62,6 +65,14 @@ class GANState(flax.struct.PyTreeNode):
   def sampling_params(self) -> Any:
     """Generator parameters to sample with: the EMA ones when kept."""
     return self.ema_params if self.ema_params is not None else self.gen.params
+
+  def penalty_states(self) -> dict:
+    """The stateful penalties' states by name (``extra["penalties"]``; ``{}`` when there are none)."""
+    return self.extra.get(PENALTY_STATES, {}) if isinstance(self.extra, dict) else {}
+
+  def with_penalty_states(self, states: dict) -> GANState:
+    """This state with ``extra["penalties"] = states`` (unchanged when ``states`` is empty)."""
+    return self.replace(extra={**self.extra, PENALTY_STATES: states}) if states else self
 
 
 def _parameters(module: nn.Module) -> dict[str, inspect.Parameter]:

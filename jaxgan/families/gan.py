@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jaxgan import losses as losses_lib
 from jaxgan import regularizers, steps, update
 from jaxgan.errors import ConfigError
-from jaxgan.state import GANState, create_gan_state
+from jaxgan.state import PENALTY_STATES, GANState, create_gan_state
 
 if TYPE_CHECKING:  # the name in the inherited field annotation `loss: str | losses.GANLoss`, for pdoc and type checkers
   from jaxgan import losses  # noqa: F401
@@ -46,7 +46,6 @@ Batch = dict[str, Array]
 Metrics = dict[str, Array]
 
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
-PENALTY_STATES = "penalties"  # GANState.extra key of the stateful penalties' states
 AUGMENT_TAG = 0xA06  # fold_in tag of the augmentation keys of an update
 
 
@@ -128,10 +127,7 @@ def init_state(
     use_ema=config.ema_decay > 0,
     pack=config.pack,
   )
-  penalty_states = regularizers.initial_states(config.penalties)
-  if penalty_states:
-    state = state.replace(extra={**state.extra, PENALTY_STATES: penalty_states})
-  return state
+  return state.with_penalty_states(regularizers.initial_states(config.penalties))
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -293,7 +289,7 @@ def d_update(state: GANState, batch: Batch, key: Array, config: Config) -> tuple
   fake = pack_samples(fake, config.pack)
   real = pack_samples(real, config.pack)
   disc = state.disc
-  penalty_states = state.extra.get(PENALTY_STATES, {}) if isinstance(state.extra, dict) else {}
+  penalty_states = state.penalty_states()
 
   def loss_fn(params):
     if update.uses_batch_norm(disc.batch_stats):
@@ -336,12 +332,9 @@ def d_update(state: GANState, batch: Batch, key: Array, config: Config) -> tuple
 
   new_disc, aux, metrics = update.update(disc, loss_fn, name="d", skip_nonfinite=config.skip_nonfinite)
   new_states = aux.pop(PENALTY_STATES)
-  new_state = state.replace(disc=new_disc)
-  if new_states:
-    if config.skip_nonfinite:
-      new_states = update.keep_if(metrics["d_finite"], new_states, penalty_states)
-    new_state = new_state.replace(extra={**state.extra, PENALTY_STATES: new_states})
-  return new_state, {**metrics, **aux}
+  if new_states and config.skip_nonfinite:
+    new_states = update.keep_if(metrics["d_finite"], new_states, penalty_states)
+  return state.replace(disc=new_disc).with_penalty_states(new_states), {**metrics, **aux}
 
 
 def g_update(state: GANState, batch: Batch, key: Array, config: Config) -> tuple[GANState, Metrics]:

@@ -31,7 +31,7 @@ import optax
 from jaxgan import augment, regularizers, steps, update
 from jaxgan import losses as losses_lib
 from jaxgan.errors import ConfigError
-from jaxgan.state import GANState, init_keys, init_net
+from jaxgan.state import PENALTY_STATES, GANState, init_keys, init_net
 
 if TYPE_CHECKING:  # the name in the inherited field annotation `loss: str | losses.GANLoss`, for pdoc and type checkers
   from jaxgan import losses  # noqa: F401
@@ -44,7 +44,6 @@ Metrics = dict[str, Array]
 # fold_in tags of the penalties' and the augmentation's keys (tags, so runs without them keep their keys).
 PENALTY_TAG = 0x9E4A
 AUGMENT_TAG = 0xA06
-PENALTY_STATES = "penalties"  # GANState.extra key of the stateful penalties' states
 
 
 def augment_pair(augment_fn: Callable[[Array, Array], Array], key: Array, pair: Array, split: int) -> Array:
@@ -98,10 +97,7 @@ def init_state(
   gen = init_net(generator, g_tx, g_key, x, None)
   disc = init_net(discriminator, d_tx, d_key, pair, None)
   state = GANState(step=jnp.zeros((), jnp.int32), key=key, gen=gen, disc=disc)
-  penalty_states = regularizers.initial_states(config.penalties)
-  if penalty_states:  # stateful penalties (LeCam's anchors) keep their state in the checkpointed state
-    state = state.replace(extra={PENALTY_STATES: penalty_states})
-  return state
+  return state.with_penalty_states(regularizers.initial_states(config.penalties))  # e.g. LeCam's anchors
 
 
 def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState, Metrics]:
@@ -121,7 +117,7 @@ def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState,
   jitter_key, g_drop, d_real_drop, d_fake_drop, dg_drop = jax.random.split(key, 5)
   x, y = config.jitter.pair(jitter_key, batch["a"], batch["b"])
   gen, disc = state.gen, state.disc
-  penalty_states = state.extra.get(PENALTY_STATES, {})
+  penalty_states = state.penalty_states()
 
   fake, _ = update.apply_network(gen, gen.params, x, train=True, key=g_drop)
   real_pair = jnp.concatenate([x, y], axis=-1)
@@ -155,11 +151,8 @@ def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState,
 
   new_disc, d_aux, d_metrics = update.update(disc, d_loss_fn, name="d", skip_nonfinite=config.skip_nonfinite)
   new_states = d_aux.pop(PENALTY_STATES)
-  extra = state.extra
-  if new_states:
-    if config.skip_nonfinite:
-      new_states = update.keep_if(d_metrics["d_finite"], new_states, penalty_states)
-    extra = {**state.extra, PENALTY_STATES: new_states}
+  if new_states and config.skip_nonfinite:
+    new_states = update.keep_if(d_metrics["d_finite"], new_states, penalty_states)
 
   def critic_after(pair, drop_key=dg_drop):
     # D in training mode as in the reference loop; its statistics updates are dropped.
@@ -187,7 +180,8 @@ def train_step(state: GANState, batch: Batch, config: Config) -> tuple[GANState,
   new_gen, g_aux, g_metrics = update.update(gen, g_loss_fn, name="g", skip_nonfinite=config.skip_nonfinite)
   metrics = {**d_metrics, **g_metrics, **d_aux, **g_aux}
   metrics["finite"] = steps.finite_flag(metrics)
-  return state.replace(step=state.step + 1, gen=new_gen, disc=new_disc, extra=extra), metrics
+  new_state = state.replace(step=state.step + 1, gen=new_gen, disc=new_disc)
+  return new_state.with_penalty_states(new_states), metrics
 
 
 def sample(state: GANState, inputs: Array, *, train: bool = False, key: Array | None = None) -> Array:

@@ -84,6 +84,11 @@ def _avg_pool2(h: jax.Array) -> jax.Array:
   return nn.avg_pool(h, (2, 2), strides=(2, 2), padding="VALID")
 
 
+def _sn(module: nn.Module, layer: nn.Module, train: bool) -> Any:
+  """``layer`` spectrally normalised with ``module``'s settings (``sn_steps``; off when ``spectral_norm`` is False)."""
+  return layers.spectral_norm(layer, train=train, n_steps=module.sn_steps, enabled=module.spectral_norm)
+
+
 def _conv(module: nn.Module, features: int, size: int, init: Any, name: str) -> nn.Conv:
   """A stride-1 'SAME' ``size`` x ``size`` convolution with a bias, in ``module``'s dtypes."""
   return nn.Conv(
@@ -193,14 +198,11 @@ class DBlock(nn.Module):
   def __call__(self, x, *, train: bool = True):
     hidden = x.shape[-1] if self.hidden is None else self.hidden
 
-    def sn(layer):
-      return layers.spectral_norm(layer, train=train, n_steps=self.sn_steps, enabled=self.spectral_norm)
-
-    h = sn(_conv(self, hidden, 3, _RESIDUAL_INIT, "conv1"))(nn.relu(x))
-    h = sn(_conv(self, self.features, 3, _RESIDUAL_INIT, "conv2"))(nn.relu(h))
+    h = _sn(self, _conv(self, hidden, 3, _RESIDUAL_INIT, "conv1"), train)(nn.relu(x))
+    h = _sn(self, _conv(self, self.features, 3, _RESIDUAL_INIT, "conv2"), train)(nn.relu(h))
     shortcut = x
     if self.down or x.shape[-1] != self.features:
-      shortcut = sn(_conv(self, self.features, 1, _UNIT_INIT, "shortcut"))(x)
+      shortcut = _sn(self, _conv(self, self.features, 1, _UNIT_INIT, "shortcut"), train)(x)
     if self.down:
       h, shortcut = _avg_pool2(h), _avg_pool2(shortcut)
     return h + shortcut
@@ -230,12 +232,9 @@ class OptimizedDBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool = True):
-    def sn(layer):
-      return layers.spectral_norm(layer, train=train, n_steps=self.sn_steps, enabled=self.spectral_norm)
-
-    h = nn.relu(sn(_conv(self, self.features, 3, _RESIDUAL_INIT, "conv1"))(x))
-    h = _avg_pool2(sn(_conv(self, self.features, 3, _RESIDUAL_INIT, "conv2"))(h))
-    return h + sn(_conv(self, self.features, 1, _UNIT_INIT, "shortcut"))(_avg_pool2(x))
+    h = nn.relu(_sn(self, _conv(self, self.features, 3, _RESIDUAL_INIT, "conv1"), train)(x))
+    h = _avg_pool2(_sn(self, _conv(self, self.features, 3, _RESIDUAL_INIT, "conv2"), train)(h))
+    return h + _sn(self, _conv(self, self.features, 1, _UNIT_INIT, "shortcut"), train)(_avg_pool2(x))
 
 
 class SNGANGenerator(layers.TinyMixin, nn.Module):
@@ -401,11 +400,8 @@ class SNGANDiscriminator(layers.TinyMixin, nn.Module):
       h = DBlock(features, down=down, name=f"block{i + 2}", **kw)(h, train=train)
     phi = jnp.sum(nn.relu(h), axis=(1, 2))  # global sum pooling -> (B, C)
 
-    def sn(layer):
-      return layers.spectral_norm(layer, train=train, n_steps=self.sn_steps, enabled=self.spectral_norm)
-
     dense = dict(kernel_init=_UNIT_INIT, dtype=self.dtype, param_dtype=self.param_dtype)
-    logit = sn(nn.Dense(1, name="out", **dense))(phi)[:, 0]
+    logit = _sn(self, nn.Dense(1, name="out", **dense), train)(phi)[:, 0]
     if self.num_classes > 0:
       embed = nn.Embed(
         self.num_classes,
@@ -415,10 +411,10 @@ class SNGANDiscriminator(layers.TinyMixin, nn.Module):
         param_dtype=self.param_dtype,
         name="embed",
       )
-      logit = logit + jnp.sum(sn(embed)(labels) * phi, axis=-1)
+      logit = logit + jnp.sum(_sn(self, embed, train)(labels) * phi, axis=-1)
     logit = logit.astype(jnp.float32)
     if self.aux_classes > 0:
-      class_logits = sn(nn.Dense(self.aux_classes, name="aux", **dense))(phi)
+      class_logits = _sn(self, nn.Dense(self.aux_classes, name="aux", **dense), train)(phi)
       return logit, class_logits.astype(jnp.float32)
     return logit
 
