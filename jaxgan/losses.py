@@ -381,7 +381,8 @@ def _class_logits(o: GANOutputs, side: str) -> Array:
   if logits is None or o.labels is None:
     raise ConfigError(
       "the AC-GAN loss needs class labels and a discriminator with an auxiliary classifier (returning "
-      "(logits, class_logits), e.g. SNGANDiscriminator(aux_classes=K)) on a class-conditional run"
+      "(logits, class_logits), e.g. SNGANDiscriminator(aux_classes=K); cgan.py --discriminator=sngan_ac) on a "
+      "class-conditional run"
     )
   return logits
 
