@@ -15,7 +15,7 @@ import os
 
 import flag_groups
 import launch
-from absl import logging
+from absl import flags, logging
 
 from jaxgan import evaluation, recipes
 from jaxgan.errors import ConfigError
@@ -39,6 +39,12 @@ def define_flags(*, generator: str, discriminator: str, default_steps: int, defa
   flag_groups.optimizer(lr=2e-4, b1=0.5, b2=0.999)
   flag_groups.adversarial(loss="non_saturating", n_critic=1)
   flag_groups.discriminator_options()
+  flags.DEFINE_bool(
+    "d_batchnorm",
+    True,
+    "BatchNorm in the dcgan discriminator (Radford et al.); --nod_batchnorm gives the BatchNorm-free critic of "
+    "WGAN-GP (Gulrajani et al., 2017, Sec. 4) and SNGAN (Miyato et al., 2018), every convolution with a bias.",
+  )
   flag_groups.latent(latent_dim=100)
   flag_groups.evaluation(
     eval_samples=1000, grid_size=10, what="generated and real images of the histogram and evaluation", min_samples=10

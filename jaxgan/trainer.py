@@ -300,6 +300,7 @@ def _normalised(flags: dict) -> dict:
 ADDED_FLAG_DEFAULTS = {
   "spectral_norm": False, "diffaugment": [], "dragan_weight": 0.0, "bcr_weight": 0.0, "lecam_weight": 0.0,
   "lecam_decay": 0.99, "r1_every": 1, "ac_weight": 1.0, "gp_weight": 0.0, "r1_weight": 0.0,
+  "d_batchnorm": True,
 }  # fmt: skip
 
 

@@ -148,6 +148,25 @@ def test_mixed_size_folder_needs_image_size_not_convert_data(tmp_path):
     eu.build_models(make_cfg(tmp_path), (7, 7, 1))
 
 
+def test_dcgan_discriminator_without_batchnorm(tmp_path):
+  """--nod_batchnorm: the dcgan critic has no BatchNorm (WGAN-GP / SNGAN), a bias on every convolution, and
+  logits that do not depend on the rest of the batch; other discriminators refuse the flag."""
+  _, disc = eu.build_models(make_cfg(tmp_path, d_batchnorm=False), (8, 8, 1))
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
+  variables = disc.init(jax.random.PRNGKey(1), x, train=True)
+  assert "batch_stats" not in variables
+  convs = [k for k in variables["params"] if k.startswith("conv")]
+  assert convs and all("bias" in variables["params"][k] for k in convs)
+  assert not [k for k in variables["params"] if k.startswith("bn")]
+  alone = disc.apply(variables, x[:1], train=True)
+  together = disc.apply(variables, x, train=True)
+  np.testing.assert_allclose(alone, together[:1], rtol=1e-6, atol=1e-6)
+  _, with_bn = eu.build_models(make_cfg(tmp_path), (8, 8, 1))
+  assert "batch_stats" in with_bn.init(jax.random.PRNGKey(1), x, train=True)
+  with pytest.raises(ConfigError, match="--nod_batchnorm removes the BatchNorm of --discriminator=dcgan; mlp has"):
+    eu.build_models(make_cfg(tmp_path, discriminator="mlp", d_batchnorm=False), (8, 8, 1))
+
+
 # --- two real training steps per model, through the trainer ---------------------
 
 

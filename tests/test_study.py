@@ -14,11 +14,12 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
 
-from jaxgan import studies
+from jaxgan import multiseed, recipes, studies
 from jaxgan.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -224,6 +225,32 @@ def test_parse_cell():
     with pytest.raises(ConfigError, match=expected):
       studies.parse_cell(bad)
   assert studies.unit_dirname("dcgan", "/data/my set.npz") == "dcgan__my_set.npz"
+
+
+def test_seed_k_of_a_vmapped_cell_equals_a_single_run_with_that_seed(tmp_path):
+  """A vmapped cell's seed k against the same cell run one process per seed (--vmap_seeds=no), after 3
+  iterations: every leaf of the state (parameters, optimiser state, EMA, step) within rtol=1e-4, atol=1e-5,
+  the tolerance tests/test_multiseed.py defines (the vmapped matrix products sum in another order)."""
+  (tmp_path / "tiny_base.flags").write_text(TINY_BASE)
+  one_cell = TINY_STUDY.replace("--cell=wgan_gp: --loss=wasserstein --gp_weight=0.1 --n_critic=2\n", "")
+  (tmp_path / "one.flags").write_text(one_cell.replace("--cell=ns:", "--cell=ns2:"))
+  args = [f"--flagfile={tmp_path / 'one.flags'}", "--num_steps=3"]
+  vmapped, sequential = tmp_path / "vmapped", tmp_path / "sequential"
+  run_study([*args, f"--workdir={vmapped}", "--vmap_seeds=yes"])
+  run_study([*args, f"--workdir={sequential}", "--vmap_seeds=no"])
+  assert read_json(vmapped / "results.json")["mode"] == "vmapped"
+  assert read_json(sequential / "results.json")["mode"] == "sequential"
+  stacked = recipes.load_run(str(vmapped / "cells" / "ns2__grid25")).state
+  for k in (0, 1):
+    alone = recipes.load_run(str(sequential / "cells" / "ns2__grid25" / f"seed{k}")).state
+    mine = multiseed.unstack_state(stacked, k)
+    assert int(mine.step) == int(alone.step) == 3
+    leaves, alone_leaves = jax.tree.leaves(mine), jax.tree.leaves(alone)
+    assert len(leaves) == len(alone_leaves)
+    for x, y in zip(leaves, alone_leaves):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+  a, b = (multiseed.unstack_state(stacked, k).gen.params for k in (0, 1))
+  assert not all(np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # two different runs
 
 
 def test_image_and_cgan_runs_and_the_table_of_sequential_seeds(tmp_path):
