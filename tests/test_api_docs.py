@@ -51,6 +51,7 @@ MAIN_PAGES = {
   "jaxgan.data.images": ("make_source", "make_iterator"),
   "jaxgan.evaluation": (),
   "jaxgan.metrics.inception": ("load_inception_weights",),
+  "jaxgan.studies": ("parse_cell", "study_results", "results_markdown", "strip_plot"),
 }
 
 
