@@ -238,7 +238,8 @@ def study_results(header: Mapping[str, Any], units: Sequence[Mapping[str, Any]],
   ``units``: ``{"cell", "dataset", "flags", "mode", "runs", "wall_time_sec", ...}``
   with ``runs`` a list of ``{"seed", "step", "metrics", ...}``. A row adds
   ``summary`` (`summarize` of every metric in ``metrics`` over the runs
-  reporting it) and ``iterations`` (the runs' steps).
+  reporting it) and ``iterations`` (the runs' steps); ``wall_time_sec`` is the
+  sum of the units' wall times (None when one is unknown).
   """
   rows = []
   for unit in units:
@@ -248,7 +249,9 @@ def study_results(header: Mapping[str, Any], units: Sequence[Mapping[str, Any]],
       if values:
         summary[m] = summarize(values)
     rows.append({**unit, "iterations": [int(r["step"]) for r in unit["runs"]], "summary": summary})
-  return {**header, "metrics": list(metrics), "std": STD_NOTE, "cells": rows}
+  walls = [u.get("wall_time_sec") for u in units]
+  total = float(sum(walls)) if walls and None not in walls else None
+  return {**header, "metrics": list(metrics), "std": STD_NOTE, "cells": rows, "wall_time_sec": total}
 
 
 def _fmt(x: float) -> str:
@@ -292,7 +295,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   """``results.md``: a title, what the numbers are, and one table per dataset (rows: cells in study order).
 
   Columns: cell, its flags, seeds, iterations, one per metric (``mean ± std
-  [min, max]`` over seeds), wall time last.
+  [min, max]`` over seeds), wall time last; the wall time of all cells together at the end.
   """
   metrics = results["metrics"]
   seeds = results["seeds"]
@@ -344,6 +347,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
       ]
       lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
+  if results.get("wall_time_sec") is not None:
+    total = results["wall_time_sec"]
+    lines += [f"Wall time of all cells together: {total:,.0f} s ({total / 60:,.0f} min).", ""]
   return "\n".join(lines)
 
 

@@ -290,6 +290,7 @@ def test_image_and_cgan_runs_and_the_table_of_sequential_seeds(tmp_path):
   markdown = studies.results_markdown(results)
   assert "| dcgan | (base) | 3 | 300 | 867.3 ± 94.24 [790, 1000] | 30 s (10 ± 1 per seed) |" in markdown
   assert "| pac2 | `--pack=2` | 1 | 300 | 812 | 9 s |" in markdown
+  assert results["wall_time_sec"] == 39.0 and "Wall time of all cells together: 39 s (1 min)." in markdown
   fig = studies.strip_plot_figure(results, "stacked_modes")
   ax = fig.axes[0]
   assert (
