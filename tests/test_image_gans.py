@@ -153,16 +153,16 @@ def test_dcgan_discriminator_without_batchnorm(tmp_path):
   logits that do not depend on the rest of the batch; other discriminators refuse the flag."""
   _, disc = eu.build_models(make_cfg(tmp_path, d_batchnorm=False), (8, 8, 1))
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
-  variables = disc.init(jax.random.PRNGKey(1), x, train=True)
+  variables = jax.jit(lambda x_: disc.init(jax.random.PRNGKey(1), x_, train=True))(x)
   assert "batch_stats" not in variables
   convs = [k for k in variables["params"] if k.startswith("conv")]
   assert convs and all("bias" in variables["params"][k] for k in convs)
   assert not [k for k in variables["params"] if k.startswith("bn")]
-  alone = disc.apply(variables, x[:1], train=True)
-  together = disc.apply(variables, x, train=True)
+  apply = jax.jit(lambda v, x_: disc.apply(v, x_, train=True))
+  alone, together = apply(variables, x[:1]), apply(variables, x)
   np.testing.assert_allclose(alone, together[:1], rtol=1e-6, atol=1e-6)
   _, with_bn = eu.build_models(make_cfg(tmp_path), (8, 8, 1))
-  assert "batch_stats" in with_bn.init(jax.random.PRNGKey(1), x, train=True)
+  assert "batch_stats" in jax.eval_shape(lambda x_: with_bn.init(jax.random.PRNGKey(1), x_, train=True), x)
   with pytest.raises(ConfigError, match="--nod_batchnorm removes the BatchNorm of --discriminator=dcgan; mlp has"):
     eu.build_models(make_cfg(tmp_path, discriminator="mlp", d_batchnorm=False), (8, 8, 1))
 
