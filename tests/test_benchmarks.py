@@ -28,11 +28,11 @@ CASE_FIELDS = (
 )
 
 
-def _run(script, tmp_path, *args):
+def _run_script(script, tmp_path, *args, env=None):
+  """Runs benchmarks/``script`` with ``args`` and ``--json_out``; returns (its JSON report, its stdout)."""
   out = tmp_path / f"{script}.json"
-  env = {**os.environ, "OMP_NUM_THREADS": "1"}
   proc = subprocess.run(
-    [sys.executable, os.path.join(BENCH, script), "--tiny", f"--json_out={out}", *args],
+    [sys.executable, os.path.join(BENCH, script), *args, f"--json_out={out}"],
     capture_output=True,
     text=True,
     timeout=300,
@@ -42,6 +42,11 @@ def _run(script, tmp_path, *args):
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
     return json.load(f), proc.stdout
+
+
+def _run(script, tmp_path, *args):
+  """A step benchmark at its ``--tiny`` size, one OpenMP thread."""
+  return _run_script(script, tmp_path, "--tiny", *args, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def test_step_throughput_tiny(tmp_path):
@@ -129,20 +134,12 @@ def test_toy_loop_tiny(tmp_path):
   recipe = tmp_path / "tiny.flags"
   grid = os.path.join(ROOT, "experiments", "flags", "wgan_gp_grid25.flags")
   recipe.write_text(f"--flagfile={grid}\n--g_widths=8,8\n--d_widths=8\n--batch_size=16\n")
-  out = tmp_path / "toy_loop.json"
-  proc = subprocess.run(
-    [sys.executable, os.path.join(BENCH, "toy_loop.py"), f"--flagfile={recipe}", "--iterations=20", "--fuse=10"]
-    + ["--repeats=1", f"--json_out={out}"],
-    capture_output=True,
-    text=True,
-    timeout=300,
-    cwd=ROOT,
+  report, stdout = _run_script(
+    "toy_loop.py", tmp_path, f"--flagfile={recipe}", "--iterations=20", "--fuse=10", "--repeats=1"
   )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  report = json.loads(out.read_text())
   assert report["bare_ms_per_iteration"] > 0 and report["jaxgan_ms_per_iteration"] > 0
   assert report["ratio"] == pytest.approx(report["jaxgan_ms_per_iteration"] / report["bare_ms_per_iteration"])
-  assert "jaxgan / bare" in proc.stdout
+  assert "jaxgan / bare" in stdout
 
 
 def test_unroll_tiny(tmp_path):
@@ -150,18 +147,15 @@ def test_unroll_tiny(tmp_path):
   recipe = tmp_path / "tiny.flags"
   base = os.path.join(ROOT, "experiments", "flags", "dcgan_digits.flags")
   recipe.write_text(f"--flagfile={base}\n--g_widths=4\n--d_widths=4\n--batch_size=8\n--n_critic=2\n")
-  out = tmp_path / "unroll.json"
-  proc = subprocess.run(
-    [sys.executable, os.path.join(BENCH, "unroll.py"), "--script=dcgan", f"--flagfile={recipe}", "--iterations=2"]
-    + ["--repeats=1", f"--json_out={out}"],
-    capture_output=True,
-    text=True,
-    timeout=300,
-    cwd=ROOT,
+  report, _ = _run_script(
+    "unroll.py",
+    tmp_path,
+    "--script=dcgan",
+    f"--flagfile={recipe}",
+    "--iterations=2",
+    "--repeats=1",
     env=dict(os.environ, JAX_PLATFORMS="cpu"),
   )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  report = json.loads(out.read_text())
   ms = {k: v["ms_per_iteration"] for k, v in report["results"].items()}
   assert set(ms) == {"inlined", "scanned"} and min(ms.values()) > 0
   assert report["ratio"] == pytest.approx(ms["scanned"] / ms["inlined"])

@@ -235,7 +235,8 @@ def build_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]):
       f"unknown model {g_name!r}/{d_name!r}: generators {', '.join(GENERATORS)}; "
       f"discriminators {', '.join(DISCRIMINATORS)}"
     )
-  if not cfg.get("d_batchnorm", True) and d_name != "dcgan":
+  d_batchnorm = bool(cfg.get("d_batchnorm", True))
+  if not d_batchnorm and d_name != "dcgan":
     raise ConfigError(f"--nod_batchnorm removes the BatchNorm of --discriminator=dcgan; {d_name} has none to remove")
   h, w, c = image_shape
   gw = _widths(cfg, G_WIDTHS, g_name, "g_widths")
@@ -276,9 +277,7 @@ def build_models(cfg: Mapping[str, Any], image_shape: tuple[int, int, int]):
   elif d_name == "sngan":
     disc = sngan.SNGANDiscriminator(image_size=h, **({"width": dw[0]} if dw else {}))
   else:
-    disc = dcgan.DCGANDiscriminator(
-      image_size=h, use_batchnorm=bool(cfg.get("d_batchnorm", True)), **({"width": dw[0]} if dw else {})
-    )
+    disc = dcgan.DCGANDiscriminator(image_size=h, use_batchnorm=d_batchnorm, **({"width": dw[0]} if dw else {}))
   disc = gan_settings.discriminator(cfg, disc)
 
   # Shape check by tracing only (nothing is computed): G must produce the data's shape.
